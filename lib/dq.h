@@ -1,0 +1,339 @@
+/*
+ * dq.h - the map of libdq.
+ *
+ * Declarations are grouped by the file that defines them.  Jansson
+ * references: a function taking a json_t * borrows it unless its comment
+ * says "steals"; a function returning a json_t * gives the caller a new
+ * reference.
+ */
+#ifndef DQ_H
+#define DQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+#include <jansson.h>
+
+#define DQ_VERSION "0.1.0"
+
+/* Exit status, <sysexits.h>; precedence in dq_status_merge(). */
+enum {
+	DQ_EX_OK = 0,
+	DQ_EX_USAGE = 64,
+	DQ_EX_DATAERR = 65,	/* some records failed permanently */
+	DQ_EX_NOINPUT = 66,	/* an input file missing */
+	DQ_EX_UNAVAILABLE = 69,	/* backend down in a start-up check */
+	DQ_EX_IOERR = 74,	/* I/O error, stdout too */
+	DQ_EX_TEMPFAIL = 75,	/* transient failure, retry budget spent */
+	DQ_EX_CONFIG = 78,	/* configuration or authorisation */
+};
+
+/*
+ * An error as the library reports it.  scope tells a record error (one
+ * record's fault: the stage writes it into the record and goes on) from a
+ * system error (configuration or backend: the stage stops with status).
+ */
+enum dq_scope { DQ_SCOPE_RECORD, DQ_SCOPE_SYSTEM };
+
+struct dq_err {
+	enum dq_scope scope;
+	int status;		/* DQ_EX_* this error maps to */
+	int retryable;
+	int http_status;	/* 0 when no HTTP was involved */
+	char code[48];		/* machine-readable: "not_an_image", ... */
+	char msg[512];		/* human-readable, no secrets */
+};
+
+/* util.c */
+extern const char *dq_prog;		/* set by dq_init() */
+void dq_init(const char *argv0);	/* sets dq_prog, locale-free, loads log settings */
+void *dq_xmalloc(size_t);
+void *dq_xcalloc(size_t, size_t);
+void *dq_xrealloc(void *, size_t);
+char *dq_xstrdup(const char *);
+char *dq_xasprintf(const char *, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void dq_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void dq_wipe(void *, size_t);		/* explicit_bzero */
+int dq_status_merge(int a, int b);	/* the one that wins by DESIGN §3's order */
+int dq_finish_stdout(int status);	/* flush+close stdout; 74 on failure */
+/* Read a whole file (at most max bytes; -1 with errno=EFBIG past it). */
+int dq_read_file(const char *path, size_t max, unsigned char **data, size_t *len);
+int dq_write_all(int fd, const void *buf, size_t len);
+int dq_mkdirs(const char *path, int mode);	/* mkdir -p */
+/* Write data to path atomically: tmp in the same directory, fsync, rename. */
+int dq_write_atomic(const char *path, const void *data, size_t len, int mode);
+int dq_fsync_dir(const char *dir);
+void dq_err_set(struct dq_err *, enum dq_scope, int status, int retryable,
+    const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* Convenience: record-scope permanent (65) and transient (75) errors. */
+#define dq_err_record(e, code, ...) \
+	dq_err_set((e), DQ_SCOPE_RECORD, DQ_EX_DATAERR, 0, (code), __VA_ARGS__)
+#define dq_err_system(e, status, code, ...) \
+	dq_err_set((e), DQ_SCOPE_SYSTEM, (status), (status) == DQ_EX_TEMPFAIL, (code), __VA_ARGS__)
+int64_t dq_now_ms(void);
+/* RFC 3339 UTC, second precision, "Z": buf of at least 21 bytes. */
+void dq_rfc3339(time_t t, char buf[static 21]);
+int dq_parse_rfc3339(const char *s, time_t *t);
+/* RFC 3339 UTC with milliseconds ("...T10:00:00.123Z"): buf of at least 25. */
+void dq_rfc3339_ms(int64_t ms, char buf[static 25]);
+int dq_parse_rfc3339_ms(const char *s, int64_t *ms);
+void dq_sha256_hex(const void *data, size_t len, char hex[static 65]);
+/* Constant-time comparison of two byte strings (lengths may differ). */
+int dq_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+void dq_sleep_ms(int64_t ms);
+
+/* id.c */
+void dq_uuid_new(char out[static 37]);			/* random, v4 */
+void dq_uuid_v5(const char *ns_uuid, const char *name, char out[static 37]);
+int dq_uuid_valid(const char *s);			/* canonical lowercase 8-4-4-4-12 */
+
+/* log.c: the one emitter.  JSON lines on stderr unless stderr is a tty. */
+enum dq_level { DQ_DEBUG, DQ_INFO, DQ_WARNING, DQ_ERROR };
+/*
+ * Log event with context fields (steals ctx, may be NULL).  The text form
+ * is "prog: object: message" where object is ctx's image_id, file or
+ * message_id, whichever comes first.
+ */
+void dq_log(enum dq_level, const char *event, json_t *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int dq_log_enabled(enum dq_level);
+void dq_log_err(enum dq_level, const char *event, json_t *ctx, const struct dq_err *);
+
+/* config.c: every variable of DESIGN §6, read once. */
+struct dq_config {
+	/* analyzer */
+	const char *ai_endpoint, *openai_api_version, *ai_api_key, *openai_scope;
+	const char *vision_deployment, *reasoning_deployment, *reports_deployment;
+	const char *analyzer;			/* DQ_ANALYZER, resolved */
+	const char *reference_dir, *cache_dir;
+	/* store */
+	const char *storage_account, *storage_connection_string;
+	const char *raw_container, *processed_container;
+	/* queue */
+	const char *servicebus_namespace, *servicebus_connection_string, *queue;
+	/* worker */
+	long max_messages, max_delivery_attempts;
+	/* ingest */
+	const char *api_key, *cors_origins;
+	long rate_limit_per_ip, rate_limit_per_key;
+	const char *state_dir, *env_file, *trusted_proxy;
+	int insecure_no_auth;
+	/* identity */
+	const char *identity_endpoint, *identity_header, *client_id;
+	const char *federated_token_file, *tenant_id, *authority_host;
+	/* local */
+	const char *local_dir;
+	long long max_image_bytes, max_image_pixels;
+	const char *blob_endpoint, *servicebus_endpoint, *ca_file;
+	/* logs */
+	const char *log_level, *log_format;
+	/* timing knobs */
+	double lock_seconds;		/* DQ_LOCK_SECONDS: local lease, default 300 */
+	double dup_window_seconds;	/* DQ_DUPLICATE_WINDOW_SECONDS, default 600 */
+	double retry_base_ms, retry_cap_ms, retry_budget_ms;
+	double poll_ms;			/* DQ_POLL_MS: local spool polling, default 100 */
+	double analyze_delay_ms;	/* DQ_TEST_ANALYZE_DELAY_MS: test hook, 0 */
+};
+extern struct dq_config dq_cfg;
+/* Load and validate; on error fills err (scope system, status 78). */
+int dq_config_load(struct dq_err *err);
+/* Print every variable with its value or default, secrets redacted, as JSON. */
+void dq_config_print(FILE *);
+
+/* record.c: JSON Lines. */
+#define DQ_MAX_LINE (16L * 1024 * 1024)
+struct dq_reader {
+	FILE *fp;
+	const char *name;	/* "<stdin>" */
+	unsigned long line;
+	char *buf;
+	size_t cap;
+};
+void dq_reader_init(struct dq_reader *, FILE *, const char *name);
+void dq_reader_free(struct dq_reader *);
+/*
+ * Next record: 1 with *rec (new reference), 0 at end of input, -1 for a
+ * malformed record (logged as event "malformed" with name:line; the caller
+ * counts it as a permanent failure and goes on).  -2 on a read error.
+ */
+int dq_read_record(struct dq_reader *, json_t **rec);
+/* Compact, REAL_PRECISION(15), '\n', flushed.  0 or -1 (stdout broken). */
+int dq_write_record(FILE *, json_t *rec);
+/* Add record["error"] = {stage, code, message, retryable, scope, http_status?}. */
+void dq_record_set_error(json_t *rec, const char *stage, const struct dq_err *);
+/* Whether the record carries an error, and whether it is retryable. */
+int dq_record_has_error(json_t *rec, int *retryable);
+/* Serialise like dq_write_record, without the newline (malloc'd). */
+char *dq_json_dumps(json_t *);
+/* Round to at most `places` decimals, for deterministic output. */
+double dq_round(double v, int places);
+
+/* image.c: header sniffing, no pixel decoding. */
+enum dq_image_type { DQ_IMG_UNKNOWN, DQ_IMG_JPEG, DQ_IMG_PNG, DQ_IMG_WEBP };
+struct dq_image_info {
+	enum dq_image_type type;
+	long width, height;
+	int complete;		/* structure intact through its end marker */
+};
+/*
+ * Fills info from the bytes.  0 when the type is known and the header
+ * readable (check info->complete separately), -1 otherwise with err set
+ * (record scope: not_an_image, bad_header).
+ */
+int dq_image_sniff(const unsigned char *, size_t, struct dq_image_info *, struct dq_err *);
+const char *dq_image_mime(enum dq_image_type);
+const char *dq_image_ext(enum dq_image_type);
+enum dq_image_type dq_image_type_from_mime(const char *);
+/*
+ * The whole validation of an image given to dq (dq-put and dq-ingest):
+ * known type, complete, within DQ_MAX_IMAGE_BYTES and DQ_MAX_IMAGE_PIXELS.
+ */
+int dq_image_validate(const unsigned char *, size_t, struct dq_image_info *, struct dq_err *);
+
+/* message.c: the queue message body and the raw blob's metadata. */
+/* Check sku/facility characters: [A-Za-z0-9._-], 1..64. */
+int dq_safe_token(const char *);
+/* Build the message body; steals extra (NULL means {}). */
+json_t *dq_message_new(const char *image_id, const char *ingested_at,
+    const char *sku, const char *facility, json_t *extra,
+    const char *raw_container, const struct dq_image_info *,
+    size_t size, const char *sha256);
+/* Validate a message body; 0 or -1 with err (record scope). */
+int dq_message_check(json_t *msg, struct dq_err *);
+/* Blob metadata (flat string map) from a message and back. */
+json_t *dq_message_to_metadata(json_t *msg);
+json_t *dq_message_from_metadata(json_t *meta, struct dq_err *);
+/* Extra metadata given by a user: a JSON object of bounded size/depth. */
+json_t *dq_extra_parse(const char *text, size_t len, struct dq_err *);
+
+/* store.c: the store interface. */
+enum dq_put_mode {
+	DQ_PUT_CREATE,		/* first writer wins: existing -> success, existing=1 */
+	DQ_PUT_CREATE_SAME,	/* raw: existing with same bytes -> existing=1, else conflict */
+	DQ_PUT_REPLACE,		/* overwrite */
+};
+struct dq_put_result {
+	char etag[80];
+	int existing;
+};
+struct dq_store;
+struct dq_store_ops {
+	const char *name;
+	/* Create-only or replace; the backend does the atomic part. */
+	int (*put)(struct dq_store *, const char *container, const char *name,
+	    const void *data, size_t len, const char *content_type,
+	    json_t *metadata, int replace, struct dq_put_result *, struct dq_err *);
+	/* 1 found (*data malloc'd, *metadata new ref when asked), 0 absent, -1 error. */
+	int (*get)(struct dq_store *, const char *container, const char *name,
+	    unsigned char **data, size_t *len, json_t **metadata, struct dq_err *);
+	/* 1 exists, 0 absent, -1 error. */
+	int (*exists)(struct dq_store *, const char *container, const char *name,
+	    struct dq_err *);
+	/* 0 removed or absent, -1 error. */
+	int (*del)(struct dq_store *, const char *container, const char *name,
+	    struct dq_err *);
+	/* Calls fn for each blob name with prefix, sorted; fn returns nonzero to stop. */
+	int (*list)(struct dq_store *, const char *container, const char *prefix,
+	    int (*fn)(const char *name, void *arg), void *arg, struct dq_err *);
+	/* Start-up check: reachable and authorised. */
+	int (*check)(struct dq_store *, struct dq_err *);
+	void (*close)(struct dq_store *);
+};
+struct dq_store {
+	const struct dq_store_ops *ops;
+	void *priv;
+};
+/* From dq_cfg; NULL with err (78) when nothing is configured. */
+struct dq_store *dq_store_open(struct dq_err *);
+void dq_store_close(struct dq_store *);
+/* put with the DESIGN rules of DQ_PUT_* (compares bytes for CREATE_SAME). */
+int dq_store_put(struct dq_store *, const char *container, const char *name,
+    const void *data, size_t len, const char *content_type, json_t *metadata,
+    enum dq_put_mode, struct dq_put_result *, struct dq_err *);
+/* Names in the processed container. */
+void dq_artifact_name(const char *image_id, char *buf, size_t n);	/* <id>.json */
+void dq_marker_name(const char *image_id, char *buf, size_t n);	/* <id>.error.json */
+/* The raw blob name of a message: metadata.source_blob.blob_name. */
+const char *dq_message_blob(json_t *msg, const char **container);
+struct dq_store *dq_store_local_open(const char *dir, struct dq_err *);
+
+/* queue.c: the queue interface. */
+enum { DQ_RECV_DEAD_LETTER = 1, DQ_RECV_PEEK = 2 };
+struct dq_queue;
+struct dq_queue_ops {
+	const char *name;
+	/* 0 sent, 1 dropped as a duplicate of message_id, -1 error. */
+	int (*send)(struct dq_queue *, json_t *body, const char *message_id,
+	    struct dq_err *);
+	/*
+	 * Up to max messages; waits up to wait_ms for the first, then takes
+	 * only what is immediately there.  Appends records
+	 * {"message":body,"receipt":{...}} to out (a JSON array).
+	 * Returns the count or -1.
+	 */
+	int (*receive)(struct dq_queue *, int max, int64_t wait_ms, int flags,
+	    json_t *out, struct dq_err *);
+	/* Settlement through a receipt; a stale or unknown lock is record
+	 * error "lock_lost" (retryable). */
+	int (*complete)(struct dq_queue *, json_t *receipt, struct dq_err *);
+	int (*abandon)(struct dq_queue *, json_t *receipt, struct dq_err *);
+	/* NULL where the backend cannot dead-letter (Service Bus REST). */
+	int (*dead_letter)(struct dq_queue *, json_t *receipt, const char *reason,
+	    const char *description, struct dq_err *);
+	/* Renew; updates receipt's locked_until. */
+	int (*renew)(struct dq_queue *, json_t *receipt, struct dq_err *);
+	int (*check)(struct dq_queue *, struct dq_err *);
+	void (*close)(struct dq_queue *);
+};
+struct dq_queue {
+	const struct dq_queue_ops *ops;
+	const char *name;	/* queue name */
+	void *priv;
+};
+/* From dq_cfg; name NULL means dq_cfg.queue. */
+struct dq_queue *dq_queue_open(const char *name, struct dq_err *);
+void dq_queue_close(struct dq_queue *);
+struct dq_queue *dq_queue_local_open(const char *dir, const char *name, struct dq_err *);
+/* locked_until of a receipt in ms since the epoch, 0 when unknown. */
+int64_t dq_receipt_locked_until_ms(json_t *receipt);
+
+/* analyzer.c: the analyzer interface. */
+struct dq_analysis {
+	json_t *findings;	/* the artifact's defect_findings, in its key order */
+	json_t *analysis;	/* analyzer-specific keys merged into "analysis" */
+	char model_version[64];	/* the artifact's model_version */
+};
+struct dq_analyzer;
+struct dq_analyzer_ops {
+	const char *name;
+	/*
+	 * Analyze one image.  Must be thread-safe: dq-analyze -j N calls it
+	 * from N threads at once.  0 with *out filled (new references), or -1
+	 * with err: record scope for this image's fault (no reference for the
+	 * SKU, undecodable image), system scope for the analyzer's (an
+	 * unreadable reference directory, a bad key).
+	 */
+	int (*analyze)(struct dq_analyzer *, const char *sku,
+	    const unsigned char *data, size_t len, const struct dq_image_info *,
+	    struct dq_analysis *out, struct dq_err *);
+	/* Start-up check (sku may be NULL: check what can be checked). */
+	int (*check)(struct dq_analyzer *, const char *sku, struct dq_err *);
+	void (*close)(struct dq_analyzer *);
+};
+struct dq_analyzer {
+	const struct dq_analyzer_ops *ops;
+	void *priv;
+};
+/* From dq_cfg (DQ_ANALYZER and friends); NULL with err (78). */
+struct dq_analyzer *dq_analyzer_open(struct dq_err *);
+void dq_analyzer_close(struct dq_analyzer *);
+void dq_analysis_free(struct dq_analysis *);
+/* analyzer_reference.c */
+struct dq_analyzer *dq_analyzer_reference_open(const char *refdir,
+    const char *cachedir, struct dq_err *);
+/* annotate.c: write a PNG copy of the image with the boxes drawn. */
+int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
+    json_t *bounding_boxes, struct dq_err *);
+
+#endif

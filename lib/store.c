@@ -1,0 +1,89 @@
+/* store.c - choosing the store backend, and the put rules of DESIGN §2. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dq.h"
+
+struct dq_store *
+dq_store_open(struct dq_err *err)
+{
+	struct dq_store *s;
+
+	if (dq_cfg.storage_connection_string || dq_cfg.storage_account) {
+		/* Never fall back to the local store when Azure is asked for. */
+		dq_err_system(err, DQ_EX_CONFIG, "backend_unavailable",
+		    "the azure store backend (%s) is not built into this version; "
+		    "unset it and set DQ_LOCAL_DIR for the local store",
+		    dq_cfg.storage_connection_string ? "AZURE_STORAGE_CONNECTION_STRING" :
+		    "AZURE_STORAGE_ACCOUNT");
+		return NULL;
+	}
+	if (dq_cfg.local_dir) {
+		if (!(s = dq_store_local_open(dq_cfg.local_dir, err)))
+			return NULL;
+		dq_log(DQ_INFO, "backend", json_pack("{s:s,s:s}", "store", "local", "dir", dq_cfg.local_dir),
+		    "store: local (%s)", dq_cfg.local_dir);
+		return s;
+	}
+	dq_err_system(err, DQ_EX_CONFIG, "no_store",
+	    "no store configured: set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT "
+	    "or DQ_LOCAL_DIR");
+	return NULL;
+}
+
+void
+dq_store_close(struct dq_store *s)
+{
+	if (s)
+		s->ops->close(s);
+}
+
+int
+dq_store_put(struct dq_store *s, const char *container, const char *name,
+    const void *data, size_t len, const char *content_type, json_t *metadata,
+    enum dq_put_mode mode, struct dq_put_result *res, struct dq_err *err)
+{
+	unsigned char *old = NULL;
+	size_t oldlen = 0;
+	json_t *oldmeta = NULL;
+	int r;
+
+	memset(res, 0, sizeof *res);
+	r = s->ops->put(s, container, name, data, len, content_type, metadata,
+	    mode == DQ_PUT_REPLACE, res, err);
+	if (r < 0 || !res->existing || mode != DQ_PUT_CREATE_SAME)
+		return r;
+	/* Raw images: the same bytes already there are success, other bytes
+	 * under the same name a conflict that keeps the first. */
+	r = s->ops->get(s, container, name, &old, &oldlen, &oldmeta, err);
+	if (r < 0)
+		return -1;
+	if (r == 0 || oldlen != len || memcmp(old, data, len) != 0) {
+		dq_err_record(err, "conflict", "%s/%s already holds different content", container, name);
+		r = -1;
+	} else {
+		r = 0;
+		if (!oldmeta || json_object_size(oldmeta) == 0) {
+			/* A writer died between data and metadata: repair. */
+			struct dq_put_result rr;
+
+			r = s->ops->put(s, container, name, data, len, content_type,
+			    metadata, 1, &rr, err);
+		}
+	}
+	free(old);
+	json_decref(oldmeta);
+	return r;
+}
+
+void
+dq_artifact_name(const char *image_id, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s.json", image_id);
+}
+
+void
+dq_marker_name(const char *image_id, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s.error.json", image_id);
+}

@@ -1,0 +1,303 @@
+/*
+ * store_local.c - the store in a directory: DQ_LOCAL_DIR/store/<container>/.
+ *
+ * A blob is a file; its metadata a JSON sidecar in .meta/<name>.json.
+ * Create-only puts write a temporary file in .tmp/, fsync it and link(2)
+ * it to the final name: link fails with EEXIST when the blob exists, so
+ * exactly one writer wins, and a reader never sees half a blob.  The
+ * metadata follows by atomic rename; a writer killed between the two
+ * leaves a blob without metadata, which the next put of the same bytes
+ * repairs (dq_store_put).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dq.h"
+
+struct local {
+	char *root;	/* DQ_LOCAL_DIR/store */
+};
+
+static int
+sys_err(struct dq_err *err, const char *what, const char *path)
+{
+	int e = errno;
+	int st = (e == EACCES || e == EPERM || e == EROFS) ? DQ_EX_CONFIG : DQ_EX_IOERR;
+
+	dq_err_system(err, st, e == EACCES || e == EPERM ? "store_denied" : "store_io",
+	    "local store: %s %s: %s", what, path, strerror(e));
+	return -1;
+}
+
+static int
+path_of(struct dq_store *s, char *buf, size_t n, const char *container,
+    const char *sub, const char *name, const char *suffix, struct dq_err *err)
+{
+	struct local *l = s->priv;
+	int r;
+
+	if (!dq_safe_token(container) || (name && !dq_safe_token(name))) {
+		dq_err_record(err, "bad_name", "invalid blob name %s/%s", container, name ? name : "");
+		return -1;
+	}
+	r = snprintf(buf, n, "%s/%s%s%s%s%s%s", l->root, container,
+	    sub ? "/" : "", sub ? sub : "", name ? "/" : "", name ? name : "",
+	    suffix ? suffix : "");
+	if (r < 0 || (size_t)r >= n) {
+		dq_err_record(err, "bad_name", "blob path too long");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+ensure_dirs(struct dq_store *s, const char *container, struct dq_err *err)
+{
+	char p[PATH_MAX];
+
+	if (path_of(s, p, sizeof p, container, ".tmp", NULL, NULL, err) < 0)
+		return -1;
+	if (dq_mkdirs(p, 0777) < 0)
+		return sys_err(err, "mkdir", p);
+	if (path_of(s, p, sizeof p, container, ".meta", NULL, NULL, err) < 0)
+		return -1;
+	if (dq_mkdirs(p, 0777) < 0)
+		return sys_err(err, "mkdir", p);
+	return 0;
+}
+
+static void
+etag_of(const void *data, size_t len, char etag[80])
+{
+	char hex[65];
+
+	dq_sha256_hex(data, len, hex);
+	snprintf(etag, 80, "\"0x%.16s\"", hex);
+}
+
+static int
+local_put(struct dq_store *s, const char *container, const char *name,
+    const void *data, size_t len, const char *content_type, json_t *metadata,
+    int replace, struct dq_put_result *res, struct dq_err *err)
+{
+	char tmp[PATH_MAX], dst[PATH_MAX], meta[PATH_MAX], id[37];
+	int fd = -1, r = -1;
+	char *mj = NULL;
+	json_t *m;
+
+	if (path_of(s, dst, sizeof dst, container, NULL, name, NULL, err) < 0 ||
+	    path_of(s, meta, sizeof meta, container, ".meta", name, ".json", err) < 0 ||
+	    ensure_dirs(s, container, err) < 0)
+		return -1;
+	dq_uuid_new(id);
+	if (path_of(s, tmp, sizeof tmp, container, ".tmp", id, NULL, err) < 0)
+		return -1;
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666)) < 0)
+		return sys_err(err, "create", tmp);
+	if (dq_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
+		sys_err(err, "write", tmp);
+		goto out;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		sys_err(err, "write", tmp);
+		goto out;
+	}
+	fd = -1;
+	if (replace) {
+		if (rename(tmp, dst) < 0) {
+			sys_err(err, "rename", dst);
+			goto out;
+		}
+	} else if (link(tmp, dst) < 0) {
+		if (errno != EEXIST) {
+			sys_err(err, "link", dst);
+			goto out;
+		}
+		res->existing = 1;
+		unsigned char *old;
+		size_t oldlen;
+		if (dq_read_file(dst, SIZE_MAX, &old, &oldlen) < 0) {
+			sys_err(err, "read", dst);
+			goto out;
+		}
+		etag_of(old, oldlen, res->etag);
+		free(old);
+		r = 0;
+		goto out;
+	}
+	etag_of(data, len, res->etag);
+	m = json_object();
+	if (metadata)
+		json_object_update(m, metadata);
+	m = json_pack("{s:s,s:o}", "content_type",
+	    content_type ? content_type : "application/octet-stream", "metadata", m);
+	mj = json_dumps(m, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	json_decref(m);
+	if (!mj || dq_write_atomic(meta, mj, strlen(mj), 0666) < 0) {
+		sys_err(err, "write", meta);
+		goto out;
+	}
+	r = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	free(mj);
+	return r;
+}
+
+static int
+local_get(struct dq_store *s, const char *container, const char *name,
+    unsigned char **data, size_t *len, json_t **metadata, struct dq_err *err)
+{
+	char p[PATH_MAX], mp[PATH_MAX];
+
+	if (metadata)
+		*metadata = NULL;
+	if (path_of(s, p, sizeof p, container, NULL, name, NULL, err) < 0 ||
+	    path_of(s, mp, sizeof mp, container, ".meta", name, ".json", err) < 0)
+		return -1;
+	if (data) {
+		if (dq_read_file(p, SIZE_MAX, data, len) < 0) {
+			if (errno == ENOENT)
+				return 0;
+			return sys_err(err, "read", p);
+		}
+	} else if (access(p, F_OK) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return sys_err(err, "stat", p);
+	}
+	if (metadata) {
+		json_t *j = json_load_file(mp, JSON_REJECT_DUPLICATES, NULL);
+
+		*metadata = json_incref(json_object_get(j, "metadata"));
+		if (!*metadata)
+			*metadata = json_object();
+		json_decref(j);
+	}
+	return 1;
+}
+
+static int
+local_exists(struct dq_store *s, const char *container, const char *name, struct dq_err *err)
+{
+	char p[PATH_MAX];
+
+	if (path_of(s, p, sizeof p, container, NULL, name, NULL, err) < 0)
+		return -1;
+	if (access(p, F_OK) == 0)
+		return 1;
+	if (errno == ENOENT || errno == ENOTDIR)
+		return 0;
+	return sys_err(err, "stat", p);
+}
+
+static int
+local_del(struct dq_store *s, const char *container, const char *name, struct dq_err *err)
+{
+	char p[PATH_MAX], mp[PATH_MAX];
+
+	if (path_of(s, p, sizeof p, container, NULL, name, NULL, err) < 0 ||
+	    path_of(s, mp, sizeof mp, container, ".meta", name, ".json", err) < 0)
+		return -1;
+	if (unlink(p) < 0 && errno != ENOENT)
+		return sys_err(err, "unlink", p);
+	if (unlink(mp) < 0 && errno != ENOENT)
+		return sys_err(err, "unlink", mp);
+	return 0;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int
+local_list(struct dq_store *s, const char *container, const char *prefix,
+    int (*fn)(const char *, void *), void *arg, struct dq_err *err)
+{
+	char p[PATH_MAX];
+	DIR *d;
+	struct dirent *de;
+	char **names = NULL;
+	size_t n = 0, cap = 0, plen = prefix ? strlen(prefix) : 0;
+	int r = 0;
+
+	if (path_of(s, p, sizeof p, container, NULL, NULL, NULL, err) < 0)
+		return -1;
+	if (!(d = opendir(p))) {
+		if (errno == ENOENT)
+			return 0;
+		return sys_err(err, "opendir", p);
+	}
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || (plen && strncmp(de->d_name, prefix, plen)))
+			continue;
+		if (n == cap)
+			names = dq_xrealloc(names, (cap = cap ? cap * 2 : 64) * sizeof *names);
+		names[n++] = dq_xstrdup(de->d_name);
+	}
+	closedir(d);
+	qsort(names, n, sizeof *names, cmp_str);
+	for (size_t i = 0; i < n; i++) {
+		if (!r)
+			r = fn(names[i], arg);
+		free(names[i]);
+	}
+	free(names);
+	return 0;
+}
+
+static int
+local_check(struct dq_store *s, struct dq_err *err)
+{
+	struct local *l = s->priv;
+
+	if (dq_mkdirs(l->root, 0777) < 0)
+		return sys_err(err, "mkdir", l->root);
+	if (access(l->root, W_OK | X_OK) < 0)
+		return sys_err(err, "access", l->root);
+	return 0;
+}
+
+static void
+local_close(struct dq_store *s)
+{
+	struct local *l = s->priv;
+
+	free(l->root);
+	free(l);
+	free(s);
+}
+
+static const struct dq_store_ops local_ops = {
+	"local", local_put, local_get, local_exists, local_del, local_list,
+	local_check, local_close,
+};
+
+struct dq_store *
+dq_store_local_open(const char *dir, struct dq_err *err)
+{
+	struct dq_store *s = dq_xcalloc(1, sizeof *s);
+	struct local *l = dq_xcalloc(1, sizeof *l);
+
+	if (!dir || !*dir) {
+		free(s);
+		free(l);
+		dq_err_system(err, DQ_EX_CONFIG, "no_store", "DQ_LOCAL_DIR is empty");
+		return NULL;
+	}
+	l->root = dq_xasprintf("%s/store", dir);
+	s->ops = &local_ops;
+	s->priv = l;
+	return s;
+}
