@@ -115,6 +115,7 @@ struct dq_response {
 struct dq_ingest {
 	struct dq_store *store;
 	struct dq_queue *queue;
+	const char *tmpdir;		/* where request bodies are spooled */
 };
 void dq_ingest_handle(struct dq_ingest *, const struct dq_request *, struct dq_response *);
 void dq_response_free(struct dq_response *);
