@@ -83,6 +83,12 @@ void dq_sha256_hex(const void *data, size_t len, char hex[static 65]);
 int dq_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 void dq_sleep_ms(int64_t ms);
 
+/* cli.c: what every program does at start. */
+/* Load the configuration or exit 78 with the reason logged. */
+void dq_cli_config(void);
+void dq_cli_version(void);		/* prints "prog VERSION", exits 0 */
+void dq_cli_print_config(void);		/* prints the configuration, exits 0 */
+
 /* id.c */
 void dq_uuid_new(char out[static 37]);			/* random, v4 */
 void dq_uuid_v5(const char *ns_uuid, const char *name, char out[static 37]);

@@ -1,0 +1,297 @@
+/* dq-dequeue - receive messages under lock, or settle and renew them. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dq.h"
+
+static const char synopsis[] =
+    "usage: dq-dequeue [-q QUEUE] [-n MAX] [-w SECONDS] [--dead-letter] [--peek]\n"
+    "       dq-dequeue --settle [--require KEY] [--max-attempts N] < records\n"
+    "       dq-dequeue --renew < records\n";
+
+static int status;
+static struct dq_queue *queues[8];
+
+static void
+usage(const char *why)
+{
+	if (why) {
+		fprintf(stderr, "dq-dequeue: %s\n%s", why, synopsis);
+		exit(DQ_EX_USAGE);
+	}
+	fputs(synopsis, stdout);
+	exit(dq_finish_stdout(0));
+}
+
+static void
+emit(json_t *rec)
+{
+	if (dq_write_record(stdout, rec) < 0) {
+		dq_log(DQ_ERROR, "io_error", NULL, "stdout: %s", strerror(errno));
+		exit(DQ_EX_IOERR);
+	}
+}
+
+static _Noreturn void
+stop(const struct dq_err *err)
+{
+	dq_log_err(DQ_ERROR, "system_error", NULL, err);
+	exit(dq_finish_stdout(dq_status_merge(status, err->status)));
+}
+
+static json_t *
+ctx_of(json_t *rec)
+{
+	json_t *r = json_object_get(rec, "receipt");
+	json_t *m = json_object_get(rec, "message");
+
+	return json_pack("{s:s?,s:s?,s:I}",
+	    "image_id", json_string_value(json_object_get(m, "image_id")),
+	    "message_id", json_string_value(json_object_get(r, "message_id")),
+	    "delivery_count", json_integer_value(json_object_get(r, "delivery_count")));
+}
+
+/* The queue a receipt names; one open handle per queue name. */
+static struct dq_queue *
+queue_for(json_t *receipt)
+{
+	const char *name = json_string_value(json_object_get(receipt, "queue"));
+	struct dq_err err;
+	size_t i;
+
+	for (i = 0; i < 8 && queues[i]; i++)
+		if (name && strcmp(queues[i]->name, name) == 0)
+			return queues[i];
+	if (i == 8)
+		dq_die(DQ_EX_USAGE, "records name more than 8 queues");
+	if (!(queues[i] = dq_queue_open(name, &err)))
+		stop(&err);
+	if (strcmp(json_string_value(json_object_get(receipt, "backend")) ?
+	    json_string_value(json_object_get(receipt, "backend")) : "", queues[i]->ops->name) != 0) {
+		dq_err_system(&err, DQ_EX_CONFIG, "backend_mismatch",
+		    "record was received from backend %s, configured is %s",
+		    json_string_value(json_object_get(receipt, "backend")), queues[i]->ops->name);
+		stop(&err);
+	}
+	return queues[i];
+}
+
+static int
+receive(const char *qname, long max, double wait, int flags)
+{
+	struct dq_err err;
+	struct dq_queue *q = dq_queue_open(qname, &err);
+	json_t *out = json_array(), *rec;
+	size_t i;
+	int n;
+
+	if (!q)
+		stop(&err);
+	if ((n = q->ops->receive(q, (int)max, (int64_t)(wait * 1000), flags, out, &err)) < 0)
+		stop(&err);
+	json_array_foreach(out, i, rec) {
+		dq_log(DQ_INFO, flags & DQ_RECV_PEEK ? "peeked" : "received", ctx_of(rec),
+		    "%s from %s%s", flags & DQ_RECV_PEEK ? "peeked" : "received", q->name,
+		    flags & DQ_RECV_DEAD_LETTER ? " (dead-letter queue)" : "");
+		emit(rec);
+	}
+	json_decref(out);
+	dq_queue_close(q);
+	return 0;
+}
+
+static void
+settle_failed(json_t *rec, const struct dq_err *err)
+{
+	if (err->scope == DQ_SCOPE_SYSTEM)
+		stop(err);
+	dq_log_err(DQ_ERROR, "settle_failed", ctx_of(rec), err);
+	if (!dq_record_has_error(rec, NULL))
+		dq_record_set_error(rec, "settle", err);
+	status = dq_status_merge(status, err->status);
+}
+
+static void
+settle(json_t *rec, const char *require, long max_attempts)
+{
+	json_t *receipt = json_object_get(rec, "receipt");
+	json_t *sk = json_object_get(rec, "skipped"), *e = json_object_get(rec, "error");
+	struct dq_queue *q;
+	struct dq_err err;
+	const char *action, *reason = NULL, *desc = NULL;
+	int retryable = 0, dead = json_is_true(json_object_get(receipt, "dead_letter"));
+	json_int_t dc = json_integer_value(json_object_get(receipt, "delivery_count"));
+	int r;
+
+	if (!json_is_object(receipt) || !json_string_value(json_object_get(receipt, "lock_token"))) {
+		dq_log(DQ_ERROR, "no_receipt", ctx_of(rec), "record has no receipt with a lock: nothing to settle");
+		status = dq_status_merge(status, DQ_EX_DATAERR);
+		return;
+	}
+	q = queue_for(receipt);
+	if (dq_record_has_error(rec, &retryable)) {
+		reason = json_string_value(json_object_get(e, "code"));
+		desc = json_string_value(json_object_get(e, "message"));
+		action = retryable && dc < max_attempts ? "abandon" : "dead-letter";
+	} else if (sk) {
+		const char *why = json_string_value(json_object_get(sk, "reason"));
+
+		if (why && strcmp(why, "failed") == 0) {
+			action = "dead-letter";
+			reason = "failed";
+			desc = "a failure marker exists for this image";
+		} else
+			action = "complete";
+	} else if (require && !json_object_get(rec, require)) {
+		dq_log(DQ_WARNING, "incomplete", ctx_of(rec),
+		    "record lacks \"%s\": abandoned, not completed", require);
+		action = "abandon";
+	} else
+		action = "complete";
+
+	if (strcmp(action, "dead-letter") == 0 && (dead || !q->ops->dead_letter)) {
+		/* Service Bus: the broker dead-letters at MaxDeliveryCount. */
+		if (!dead)
+			dq_log(DQ_ERROR, "poison", ctx_of(rec), "%s: %s (abandoned for the broker to dead-letter)",
+			    reason ? reason : "error", desc ? desc : "");
+		action = "abandon";
+	}
+	if (strcmp(action, "complete") == 0)
+		r = q->ops->complete(q, receipt, &err);
+	else if (strcmp(action, "abandon") == 0)
+		r = q->ops->abandon(q, receipt, &err);
+	else {
+		dq_log(DQ_ERROR, "poison", ctx_of(rec), "dead-lettered: %s: %s",
+		    reason ? reason : "error", desc ? desc : "");
+		r = q->ops->dead_letter(q, receipt, reason ? reason : "error", desc ? desc : "", &err);
+	}
+	if (r < 0) {
+		settle_failed(rec, &err);
+		return;
+	}
+	action = strcmp(action, "complete") == 0 ? "completed" :
+	    strcmp(action, "abandon") == 0 ? "abandoned" : "dead-lettered";
+	json_object_set_new(rec, "settled", json_string(action));
+	dq_log(DQ_INFO, strcmp(action, "dead-lettered") == 0 ? "dead_lettered" : action,
+	    ctx_of(rec), "%s", action);
+}
+
+static void
+renew(json_t *rec)
+{
+	json_t *receipt = json_object_get(rec, "receipt");
+	struct dq_err err;
+
+	if (!json_is_object(receipt) || !json_string_value(json_object_get(receipt, "lock_token"))) {
+		dq_log(DQ_ERROR, "no_receipt", ctx_of(rec), "record has no receipt with a lock: nothing to renew");
+		status = dq_status_merge(status, DQ_EX_DATAERR);
+		return;
+	}
+	if (queue_for(receipt)->ops->renew(queue_for(receipt), receipt, &err) < 0)
+		settle_failed(rec, &err);
+	else
+		dq_log(DQ_DEBUG, "renewed", ctx_of(rec), "lock renewed until %s",
+		    json_string_value(json_object_get(receipt, "locked_until")));
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option opts[] = {
+		{ "queue", required_argument, NULL, 'q' },
+		{ "max", required_argument, NULL, 'n' },
+		{ "wait", required_argument, NULL, 'w' },
+		{ "dead-letter", no_argument, NULL, 'D' },
+		{ "peek", no_argument, NULL, 'p' },
+		{ "settle", no_argument, NULL, 's' },
+		{ "renew", no_argument, NULL, 'r' },
+		{ "require", required_argument, NULL, 'R' },
+		{ "max-attempts", required_argument, NULL, 'm' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "print-config", no_argument, NULL, 'P' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *qname = NULL, *require = NULL;
+	long max = 1, max_attempts;
+	double wait = 5;
+	int c, flags = 0, do_settle = 0, do_renew = 0, recv_opts = 0, r;
+	char *end;
+
+	dq_init(argv[0]);
+	dq_cli_config();
+	max_attempts = dq_cfg.max_delivery_attempts;
+	while ((c = getopt_long(argc, argv, "hq:n:w:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'q': qname = optarg; recv_opts = 1; break;
+		case 'n':
+			max = strtol(optarg, &end, 10);
+			if (*end || max < 1 || max > 1000)
+				usage("-n wants a number from 1 to 1000");
+			recv_opts = 1;
+			break;
+		case 'w':
+			wait = strtod(optarg, &end);
+			if (*end || end == optarg || wait < 0 || wait > 3600)
+				usage("-w wants seconds from 0 to 3600");
+			recv_opts = 1;
+			break;
+		case 'D': flags |= DQ_RECV_DEAD_LETTER; recv_opts = 1; break;
+		case 'p': flags |= DQ_RECV_PEEK; recv_opts = 1; break;
+		case 's': do_settle = 1; break;
+		case 'r': do_renew = 1; break;
+		case 'R': require = optarg; break;
+		case 'm':
+			max_attempts = strtol(optarg, &end, 10);
+			if (*end || max_attempts < 1)
+				usage("--max-attempts wants a positive number");
+			break;
+		case 'h': usage(NULL); break;
+		case 'V': dq_cli_version(); break;
+		case 'P': dq_cli_print_config(); break;
+		default: usage("unknown option");
+		}
+	}
+	argc -= optind;
+	if (argc > 0)
+		usage("no arguments expected");
+	if (do_settle && do_renew)
+		usage("--settle and --renew exclude each other");
+	if ((do_settle || do_renew) && recv_opts)
+		usage("receive options do not apply to --settle or --renew");
+	if (!do_settle && (require || max_attempts != dq_cfg.max_delivery_attempts))
+		usage("--require and --max-attempts apply to --settle");
+
+	if (!do_settle && !do_renew) {
+		receive(qname, max, wait, flags);
+		return dq_finish_stdout(status);
+	}
+
+	struct dq_reader rd;
+	json_t *rec;
+
+	dq_reader_init(&rd, stdin, "<stdin>");
+	while ((r = dq_read_record(&rd, &rec)) != 0) {
+		if (r == -2) {
+			dq_log(DQ_ERROR, "io_error", NULL, "<stdin>: %s", strerror(errno));
+			status = dq_status_merge(status, DQ_EX_IOERR);
+			break;
+		}
+		if (r < 0) {
+			status = dq_status_merge(status, DQ_EX_DATAERR);
+			continue;
+		}
+		if (do_settle)
+			settle(rec, require, max_attempts);
+		else
+			renew(rec);
+		emit(rec);
+		json_decref(rec);
+	}
+	dq_reader_free(&rd);
+	for (size_t i = 0; i < 8 && queues[i]; i++)
+		dq_queue_close(queues[i]);
+	return dq_finish_stdout(status);
+}

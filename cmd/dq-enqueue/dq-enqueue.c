@@ -1,0 +1,120 @@
+/* dq-enqueue - send each record's message to the queue. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dq.h"
+
+static const char synopsis[] = "usage: dq-enqueue [-q QUEUE] [--new-id] < records\n";
+
+static void
+usage(const char *why)
+{
+	if (why) {
+		fprintf(stderr, "dq-enqueue: %s\n%s", why, synopsis);
+		exit(DQ_EX_USAGE);
+	}
+	fputs(synopsis, stdout);
+	exit(dq_finish_stdout(0));
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option opts[] = {
+		{ "queue", required_argument, NULL, 'q' },
+		{ "new-id", no_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "print-config", no_argument, NULL, 'P' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *qname = NULL;
+	int c, new_id = 0, status = 0, r;
+	struct dq_queue *q = NULL;
+	struct dq_reader rd;
+	struct dq_err err;
+	json_t *rec;
+
+	dq_init(argv[0]);
+	dq_cli_config();
+	while ((c = getopt_long(argc, argv, "hq:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'q': qname = optarg; break;
+		case 'n': new_id = 1; break;
+		case 'h': usage(NULL); break;
+		case 'V': dq_cli_version(); break;
+		case 'P': dq_cli_print_config(); break;
+		default: usage("unknown option");
+		}
+	}
+	argc -= optind;
+	if (argc > 0)
+		usage("no arguments expected: records come on standard input");
+	if (!(q = dq_queue_open(qname, &err))) {
+		dq_log_err(DQ_ERROR, "system_error", NULL, &err);
+		return err.status;
+	}
+
+	dq_reader_init(&rd, stdin, "<stdin>");
+	while ((r = dq_read_record(&rd, &rec)) != 0) {
+		json_t *msg;
+		const char *image_id;
+		char mid[37];
+
+		if (r == -2) {
+			dq_log(DQ_ERROR, "io_error", NULL, "<stdin>: %s", strerror(errno));
+			status = dq_status_merge(status, DQ_EX_IOERR);
+			break;
+		}
+		if (r < 0) {
+			status = dq_status_merge(status, DQ_EX_DATAERR);
+			continue;
+		}
+		msg = json_object_get(rec, "message");
+		if (!dq_record_has_error(rec, NULL) && msg) {
+			image_id = json_string_value(json_object_get(msg, "image_id"));
+			if (dq_message_check(msg, &err) < 0) {
+				dq_record_set_error(rec, "enqueue", &err);
+				dq_log_err(DQ_ERROR, "rejected", NULL, &err);
+				status = dq_status_merge(status, err.status);
+			} else {
+				if (new_id)
+					dq_uuid_new(mid);
+				else
+					snprintf(mid, sizeof mid, "%s", image_id);
+				r = q->ops->send(q, msg, mid, &err);
+				if (r < 0 && err.scope == DQ_SCOPE_SYSTEM) {
+					dq_log_err(DQ_ERROR, "system_error",
+					    json_pack("{s:s}", "image_id", image_id), &err);
+					json_decref(rec);
+					status = dq_status_merge(status, err.status);
+					break;
+				}
+				if (r < 0) {
+					dq_record_set_error(rec, "enqueue", &err);
+					dq_log_err(DQ_ERROR, "rejected", json_pack("{s:s}", "image_id", image_id), &err);
+					status = dq_status_merge(status, err.status);
+				} else {
+					json_object_set_new(rec, "enqueued", json_pack("{s:s,s:s}",
+					    "queue", q->name, "message_id", mid));
+					dq_log(DQ_INFO, r == 1 ? "duplicate" : "enqueued",
+					    json_pack("{s:s,s:s,s:s}", "image_id", image_id,
+					    "message_id", mid, "queue", q->name),
+					    "%s %s", r == 1 ? "duplicate within the window, dropped by" :
+					    "queued on", q->name);
+				}
+			}
+		}
+		if (dq_write_record(stdout, rec) < 0) {
+			json_decref(rec);
+			status = dq_status_merge(status, DQ_EX_IOERR);
+			break;
+		}
+		json_decref(rec);
+	}
+	dq_reader_free(&rd);
+	dq_queue_close(q);
+	return dq_finish_stdout(status);
+}

@@ -1,0 +1,385 @@
+/* dq-put - store raw images and print their messages, or store artifacts. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dq.h"
+
+static const char synopsis[] =
+    "usage: dq-put --sku SKU --facility F [--extra JSON] [--id UUID] FILE...\n"
+    "       dq-put --stored [ID...]\n"
+    "       dq-put [--replace] [--max-attempts N] < records\n";
+
+static struct dq_store *store;
+static int status;
+static long max_attempts;
+
+static void
+usage(const char *why)
+{
+	if (why) {
+		fprintf(stderr, "dq-put: %s\n%s", why, synopsis);
+		exit(DQ_EX_USAGE);
+	}
+	fputs(synopsis, stdout);
+	exit(dq_finish_stdout(0));
+}
+
+static void
+emit(json_t *rec)
+{
+	if (dq_write_record(stdout, rec) < 0) {
+		dq_log(DQ_ERROR, "io_error", NULL, "stdout: %s", strerror(errno));
+		exit(DQ_EX_IOERR);
+	}
+}
+
+/* A system error stops the stage at once: no further records. */
+static void
+stop(const struct dq_err *err, json_t *ctx)
+{
+	dq_log_err(DQ_ERROR, "system_error", ctx, err);
+	exit(dq_finish_stdout(dq_status_merge(status, err->status)));
+}
+
+static void
+reject_file(const char *file, const struct dq_err *err)
+{
+	json_t *rec = json_pack("{s:s}", "file", file);
+
+	dq_record_set_error(rec, "put", err);
+	dq_log_err(DQ_ERROR, "rejected", json_pack("{s:s}", "file", file), err);
+	emit(rec);
+	json_decref(rec);
+	status = dq_status_merge(status, err->status);
+}
+
+static void
+put_file(const char *file, const char *sku, const char *facility,
+    json_t *extra, const char *id_opt)
+{
+	unsigned char *data;
+	size_t len;
+	struct dq_image_info in;
+	struct dq_err err;
+	struct dq_put_result res;
+	char id[37], sha[65], now[21], name[64];
+	json_t *msg, *meta, *rec;
+
+	if (dq_read_file(file, (size_t)dq_cfg.max_image_bytes, &data, &len) < 0) {
+		if (errno == EFBIG)
+			dq_err_record(&err, "too_large", "larger than DQ_MAX_IMAGE_BYTES=%lld",
+			    dq_cfg.max_image_bytes);
+		else
+			dq_err_set(&err, DQ_SCOPE_RECORD, errno == ENOENT ? DQ_EX_NOINPUT : DQ_EX_IOERR,
+			    0, errno == ENOENT ? "no_such_file" : "read_error", "%s", strerror(errno));
+		reject_file(file, &err);
+		return;
+	}
+	if (dq_image_validate(data, len, &in, &err) < 0) {
+		reject_file(file, &err);
+		free(data);
+		return;
+	}
+	if (id_opt)
+		snprintf(id, sizeof id, "%s", id_opt);
+	else
+		dq_uuid_new(id);
+	dq_sha256_hex(data, len, sha);
+	dq_rfc3339(time(NULL), now);
+	msg = dq_message_new(id, now, sku, facility, json_deep_copy(extra),
+	    dq_cfg.raw_container, &in, len, sha);
+	meta = dq_message_to_metadata(msg);
+	snprintf(name, sizeof name, "%s.%s", id, dq_image_ext(in.type));
+	if (dq_store_put(store, dq_cfg.raw_container, name, data, len,
+	    dq_image_mime(in.type), meta, DQ_PUT_CREATE_SAME, &res, &err) < 0) {
+		if (err.scope == DQ_SCOPE_SYSTEM)
+			stop(&err, json_pack("{s:s,s:s}", "file", file, "image_id", id));
+		reject_file(file, &err);
+		goto out;
+	}
+	if (res.existing) {
+		/* Same bytes already stored: the message is the original one. */
+		json_t *old = NULL;
+		json_t *orig;
+
+		if (store->ops->get(store, dq_cfg.raw_container, name, NULL, NULL, &old, &err) > 0 &&
+		    (orig = dq_message_from_metadata(old, &err))) {
+			json_decref(msg);
+			msg = orig;
+		}
+		json_decref(old);
+	}
+	rec = json_pack("{s:O,s:s,s:{s:s,s:s,s:s}}", "message", msg, "file", file,
+	    "stored", "container", dq_cfg.raw_container, "blob_name", name, "etag", res.etag);
+	if (res.existing)
+		json_object_set_new(json_object_get(rec, "stored"), "existing", json_true());
+	dq_log(DQ_INFO, res.existing ? "existing" : "stored",
+	    json_pack("{s:s,s:s,s:s}", "image_id", id, "file", file, "blob", name),
+	    "%s %s/%s", res.existing ? "already stored as" : "stored as", dq_cfg.raw_container, name);
+	emit(rec);
+	json_decref(rec);
+out:
+	json_decref(msg);
+	json_decref(meta);
+	free(data);
+}
+
+static int
+emit_stored(const char *blob, void *arg)
+{
+	struct dq_err err;
+	json_t *meta = NULL, *msg, *rec;
+	char id[37], an[64];
+	int all = arg != NULL;
+
+	if (strlen(blob) < 37 || blob[36] != '.')
+		return 0;
+	memcpy(id, blob, 36);
+	id[36] = '\0';
+	if (!dq_uuid_valid(id))
+		return 0;
+	if (all) {
+		dq_artifact_name(id, an, sizeof an);
+		int r = store->ops->exists(store, dq_cfg.processed_container, an, &err);
+		if (r < 0)
+			stop(&err, NULL);
+		if (r > 0)
+			return 0;
+	}
+	if (store->ops->get(store, dq_cfg.raw_container, blob, NULL, NULL, &meta, &err) < 0)
+		stop(&err, NULL);
+	if (!(msg = dq_message_from_metadata(meta, &err))) {
+		rec = json_pack("{s:s}", "blob", blob);
+		dq_record_set_error(rec, "put", &err);
+		dq_log_err(DQ_ERROR, "rejected", json_pack("{s:s}", "image_id", id), &err);
+		emit(rec);
+		json_decref(rec);
+		status = dq_status_merge(status, err.status);
+	} else {
+		rec = json_pack("{s:o}", "message", msg);
+		emit(rec);
+		json_decref(rec);
+	}
+	json_decref(meta);
+	return 0;
+}
+
+static int
+find_blob(const char *blob, void *arg)
+{
+	char **out = arg;
+
+	if (strlen(blob) > 37 && blob[36] == '.' && !strchr(blob + 37, '.')) {
+		*out = dq_xstrdup(blob);
+		return 1;
+	}
+	return 0;
+}
+
+static void
+put_stored(char **ids, int n)
+{
+	struct dq_err err;
+
+	if (n == 0) {
+		if (store->ops->list(store, dq_cfg.raw_container, NULL, emit_stored, "all", &err) < 0)
+			stop(&err, NULL);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		char *blob = NULL;
+
+		if (!dq_uuid_valid(ids[i])) {
+			dq_err_record(&err, "bad_id", "not an image id (a lowercase UUID)");
+			reject_file(ids[i], &err);
+			continue;
+		}
+		if (store->ops->list(store, dq_cfg.raw_container, ids[i], find_blob, &blob, &err) < 0)
+			stop(&err, NULL);
+		if (!blob) {
+			dq_err_set(&err, DQ_SCOPE_RECORD, DQ_EX_NOINPUT, 0, "not_found",
+			    "no raw image %s in %s", ids[i], dq_cfg.raw_container);
+			reject_file(ids[i], &err);
+			continue;
+		}
+		emit_stored(blob, NULL);
+		free(blob);
+	}
+}
+
+/* A failure for good: a permanent error, or a retryable one on the last delivery. */
+static int
+failed_for_good(json_t *rec)
+{
+	int retryable = 0;
+	json_int_t dc;
+
+	if (!dq_record_has_error(rec, &retryable))
+		return 0;
+	if (!retryable)
+		return 1;
+	dc = json_integer_value(json_object_get(json_object_get(rec, "receipt"), "delivery_count"));
+	return dc > 0 && dc >= max_attempts;
+}
+
+static void
+put_record(json_t *rec, int replace)
+{
+	struct dq_err err;
+	struct dq_put_result res;
+	json_t *doc, *msg = json_object_get(rec, "message");
+	const char *id;
+	char name[64], now[21];
+	char *text;
+	int marker = 0;
+
+	if (json_object_get(rec, "skipped"))
+		return;
+	if ((doc = json_object_get(rec, "artifact"))) {
+		json_incref(doc);
+	} else if (failed_for_good(rec) && dq_uuid_valid(json_string_value(json_object_get(msg, "image_id")))) {
+		dq_rfc3339(time(NULL), now);
+		doc = json_pack("{s:O,s:s,s:s,s:I,s:O,s:O}",
+		    "image_id", json_object_get(msg, "image_id"), "status", "failed",
+		    "failed_at", now, "attempts",
+		    json_integer_value(json_object_get(json_object_get(rec, "receipt"), "delivery_count")),
+		    "error", json_object_get(rec, "error"), "message", msg);
+		marker = 1;
+	} else
+		return;	/* nothing to write: passed on as it is */
+	id = json_string_value(json_object_get(doc, "image_id"));
+	if (!dq_uuid_valid(id)) {
+		dq_err_record(&err, "bad_artifact", "artifact has no valid image_id");
+		dq_record_set_error(rec, "put", &err);
+		status = dq_status_merge(status, err.status);
+		json_decref(doc);
+		return;
+	}
+	if (marker)
+		dq_marker_name(id, name, sizeof name);
+	else
+		dq_artifact_name(id, name, sizeof name);
+	text = dq_json_dumps(doc);
+	text = dq_xrealloc(text, strlen(text) + 2);
+	strcat(text, "\n");
+	if (dq_store_put(store, dq_cfg.processed_container, name, text, strlen(text),
+	    "application/json", NULL, replace && !marker ? DQ_PUT_REPLACE : DQ_PUT_CREATE,
+	    &res, &err) < 0) {
+		if (err.scope == DQ_SCOPE_SYSTEM)
+			stop(&err, json_pack("{s:s}", "image_id", id));
+		dq_record_set_error(rec, "put", &err);
+		status = dq_status_merge(status, err.status);
+	} else {
+		json_t *st = json_pack("{s:s,s:s,s:s}", "container", dq_cfg.processed_container,
+		    "blob_name", name, "etag", res.etag);
+
+		if (res.existing)
+			json_object_set_new(st, "existing", json_true());
+		json_object_set_new(rec, "stored", st);
+		dq_log(DQ_INFO, marker ? "failure_marker" : "artifact_stored",
+		    json_pack("{s:s,s:s,s:b}", "image_id", id, "blob", name, "existing", res.existing),
+		    "%s %s/%s", res.existing ? "already stored:" : "stored",
+		    dq_cfg.processed_container, name);
+	}
+	free(text);
+	json_decref(doc);
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option opts[] = {
+		{ "sku", required_argument, NULL, 's' },
+		{ "facility", required_argument, NULL, 'f' },
+		{ "extra", required_argument, NULL, 'e' },
+		{ "id", required_argument, NULL, 'i' },
+		{ "stored", no_argument, NULL, 'S' },
+		{ "replace", no_argument, NULL, 'r' },
+		{ "max-attempts", required_argument, NULL, 'm' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "print-config", no_argument, NULL, 'P' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *sku = NULL, *facility = NULL, *extra_s = NULL, *id = NULL;
+	int c, stored = 0, replace = 0;
+	json_t *extra = NULL;
+	struct dq_err err;
+	char *end;
+
+	dq_init(argv[0]);
+	dq_cli_config();
+	max_attempts = dq_cfg.max_delivery_attempts;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': sku = optarg; break;
+		case 'f': facility = optarg; break;
+		case 'e': extra_s = optarg; break;
+		case 'i': id = optarg; break;
+		case 'S': stored = 1; break;
+		case 'r': replace = 1; break;
+		case 'm':
+			max_attempts = strtol(optarg, &end, 10);
+			if (*end || max_attempts < 1)
+				usage("--max-attempts wants a positive number");
+			break;
+		case 'h': usage(NULL); break;
+		case 'V': dq_cli_version(); break;
+		case 'P': dq_cli_print_config(); break;
+		default: usage("unknown option");
+		}
+	}
+	argc -= optind;
+	argv += optind;
+
+	if (stored && (sku || facility || extra_s || id || replace))
+		usage("--stored takes no other options");
+	if (!stored && argc > 0) {
+		if (!sku || !facility)
+			usage("--sku and --facility are required to store files");
+		if (!dq_safe_token(sku) || !dq_safe_token(facility))
+			usage("--sku and --facility may hold only letters, digits, '.', '_' and '-'");
+		if (id && (!dq_uuid_valid(id) || argc > 1))
+			usage("--id wants one FILE and a lowercase UUID");
+		if (extra_s && !(extra = dq_extra_parse(extra_s, strlen(extra_s), &err)))
+			usage(err.msg);
+		if (replace)
+			usage("--replace applies to artifacts read from records");
+	} else if (!stored && (sku || facility || extra_s || id))
+		usage("--sku, --facility, --extra and --id apply to FILE arguments");
+
+	if (!(store = dq_store_open(&err)))
+		stop(&err, NULL);
+	if (stored)
+		put_stored(argv, argc);
+	else if (argc > 0)
+		for (int i = 0; i < argc; i++)
+			put_file(argv[i], sku, facility, extra, id);
+	else {
+		struct dq_reader rd;
+		json_t *rec;
+		int r;
+
+		dq_reader_init(&rd, stdin, "<stdin>");
+		while ((r = dq_read_record(&rd, &rec)) != 0) {
+			if (r == -2) {
+				dq_log(DQ_ERROR, "io_error", NULL, "<stdin>: %s", strerror(errno));
+				status = dq_status_merge(status, DQ_EX_IOERR);
+				break;
+			}
+			if (r < 0) {
+				status = dq_status_merge(status, DQ_EX_DATAERR);
+				continue;
+			}
+			put_record(rec, replace);
+			emit(rec);
+			json_decref(rec);
+		}
+		dq_reader_free(&rd);
+	}
+	json_decref(extra);
+	dq_store_close(store);
+	return dq_finish_stdout(status);
+}

@@ -1,0 +1,153 @@
+#!/usr/bin/env bats
+# dq-put: raw images in, messages out; create-only writes; rejected input.
+
+load helpers
+
+setup() {
+	dq_env
+}
+
+@test "dq-put stores a JPEG and a PNG and prints their messages" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" "$FIXTURES/b.png"
+	assert_success
+	assert_equal "$(wc -l <<<"$output")" 2
+	local id1 id2
+	id1=$(head -1 <<<"$output" | jq -r .message.image_id)
+	id2=$(tail -1 <<<"$output" | jq -r .message.image_id)
+	[ -f "$DQ_LOCAL_DIR/store/raw-images/$id1.jpg" ]
+	[ -f "$DQ_LOCAL_DIR/store/raw-images/$id2.png" ]
+	cmp "$FIXTURES/a.jpg" "$DQ_LOCAL_DIR/store/raw-images/$id1.jpg"
+	run jq -c '.message | {sku: .metadata.product_sku, fac: .metadata.facility, src: .metadata.source_blob,
+		ct: .metadata.content_type, w: .image.width, h: .image.height, size: .image.size}' <<<"$(head -1 <<<"$output")"
+	assert_output "{\"sku\":\"WK-KN-200\",\"fac\":\"yangjiang\",\"src\":{\"container\":\"raw-images\",\"blob_name\":\"$id1.jpg\"},\"ct\":\"image/jpeg\",\"w\":64,\"h\":48,\"size\":$(stat -c %s "$FIXTURES/a.jpg")}"
+}
+
+@test "the message carries the image's SHA-256 and an RFC 3339 UTC time" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/c.webp"
+	assert_success
+	assert_equal "$(jq -r .message.image.sha256 <<<"$output")" "$(sha256sum "$FIXTURES/c.webp" | cut -d' ' -f1)"
+	assert_equal "$(jq -r .message.metadata.content_type <<<"$output")" image/webp
+	[[ "$(jq -r .message.ingested_at <<<"$output")" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$ ]]
+}
+
+@test "--extra is kept as metadata.extra" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --extra '{"line":3,"camera":"c2"}' "$FIXTURES/a.jpg"
+	assert_success
+	assert_json_equal "$(jq -c .message.metadata.extra <<<"$output")" '{"line":3,"camera":"c2"}'
+}
+
+@test "dq-put --id of the same file twice reports existing with the original message" {
+	local id=6f1c2c1e-8a51-4f4e-9f5a-0b6a4a8f0c11
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --id $id "$FIXTURES/a.jpg"
+	assert_success
+	local first=$output
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --id $id "$FIXTURES/a.jpg"
+	assert_success
+	assert_equal "$(jq .stored.existing <<<"$output")" true
+	assert_json_equal "$(jq -c .message <<<"$output")" "$(jq -c .message <<<"$first")"
+	assert_equal "$(jq .stored.existing <<<"$first")" null
+}
+
+@test "dq-put --id of a different file exits 65 and keeps the first" {
+	local id=6f1c2c1e-8a51-4f4e-9f5a-0b6a4a8f0c12
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --id $id "$FIXTURES/a.jpg"
+	assert_success
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --id $id "$FIXTURES/d.jpg"
+	assert_failure 65
+	assert_equal "$(jq -r .error.code <<<"$output")" conflict
+	assert_equal "$(jq -r .file <<<"$output")" "$FIXTURES/d.jpg"
+	cmp "$FIXTURES/a.jpg" "$DQ_LOCAL_DIR/store/raw-images/$id.jpg"
+}
+
+@test "dq-put --stored rebuilds the message of a stored image, equal to the original" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --extra '{"k":[1,2.5,"ü"]}' "$FIXTURES/b.png"
+	assert_success
+	local orig=$output id
+	id=$(jq -r .message.image_id <<<"$orig")
+	run --separate-stderr dq-put --stored "$id"
+	assert_success
+	assert_json_equal "$output" "$(jq -c '{message}' <<<"$orig")"
+}
+
+@test "dq-put --stored without ids lists raw images that have no artifact" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" "$FIXTURES/b.png"
+	local done_id todo_id
+	done_id=$(head -1 <<<"$output" | jq -r .message.image_id)
+	todo_id=$(tail -1 <<<"$output" | jq -r .message.image_id)
+	mkdir -p "$DQ_LOCAL_DIR/store/processed-images"
+	echo '{}' > "$DQ_LOCAL_DIR/store/processed-images/$done_id.json"
+	run --separate-stderr dq-put --stored
+	assert_success
+	assert_equal "$(jq -r .message.image_id <<<"$output")" "$todo_id"
+}
+
+@test "a text file gives an error record naming the file, exit 65, nothing stored" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/text.txt"
+	assert_failure 65
+	assert_equal "$(jq -r .file <<<"$output")" "$FIXTURES/text.txt"
+	assert_equal "$(jq -r .error.code <<<"$output")" not_an_image
+	assert_equal "$(jq -r .error.scope <<<"$output")" record
+	assert_equal "$(jq -r .error.retryable <<<"$output")" false
+	assert_equal "$(blob_count raw-images)" 0
+}
+
+@test "a truncated JPEG is rejected and nothing is stored" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/truncated.jpg"
+	assert_failure 65
+	assert_equal "$(jq -r .error.code <<<"$output")" truncated_image
+	assert_equal "$(blob_count raw-images)" 0
+}
+
+@test "good files are stored even when one in the list is bad" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" "$FIXTURES/text.txt" "$FIXTURES/b.png"
+	assert_failure 65
+	assert_equal "$(jq -r 'if .message then "ok" else .error.code end' <<<"$output" | tr '\n' ' ')" "ok not_an_image ok "
+}
+
+@test "a missing file exits 66" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$BATS_TEST_TMPDIR/nope.jpg"
+	assert_failure 66
+	assert_equal "$(jq -r .error.code <<<"$output")" no_such_file
+}
+
+@test "output to /dev/full exits 74" {
+	run --separate-stderr sh -c 'dq-put --sku WK-KN-200 --facility yangjiang "$1" >/dev/full' sh "$FIXTURES/a.jpg"
+	assert_failure 74
+}
+
+@test "no store configured exits 78 naming the variables to set" {
+	unset DQ_LOCAL_DIR
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg"
+	assert_failure 78
+	assert_output ""
+	assert_equal "$(jq -r .event <<<"$stderr")" system_error
+	[[ "$stderr" == *DQ_LOCAL_DIR* ]]
+	[[ "$stderr" == *AZURE_STORAGE_CONNECTION_STRING* ]]
+}
+
+@test "an Azure variable never falls back to the local store" {
+	export AZURE_STORAGE_ACCOUNT=someaccount
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg"
+	assert_failure 78
+	[ ! -d "$DQ_LOCAL_DIR/store" ]
+}
+
+@test "usage errors exit 64 with the synopsis on stderr" {
+	run --separate-stderr dq-put "$FIXTURES/a.jpg"
+	assert_failure 64
+	[[ "$stderr" == *"--sku and --facility are required"* ]]
+	[[ "$stderr" == *"usage: dq-put"* ]]
+	run --separate-stderr dq-put --sku 'bad sku' --facility x "$FIXTURES/a.jpg"
+	assert_failure 64
+	run --separate-stderr dq-put --bogus
+	assert_failure 64
+}
+
+@test "-h prints the usage on stdout and --version the version" {
+	run --separate-stderr dq-put -h
+	assert_success
+	assert_line --index 0 --partial "usage: dq-put --sku SKU"
+	run --separate-stderr dq-put --version
+	assert_success
+	assert_output --regexp '^dq-put [0-9]+\.[0-9]+\.[0-9]+$'
+}
