@@ -1,0 +1,19 @@
+#!/bin/sh
+# ingest.cgi - load the dq environment, then run dq-ingest (CGI or FastCGI).
+# Web servers give a CGI program no environment of its own: it comes from
+# DQ_ENV_FILE (default /etc/dq/env; root-owned, not world-readable).
+env=${DQ_ENV_FILE:-/etc/dq/env}
+if ! [ -r "$env" ]; then
+	echo "ingest.cgi: cannot read $env" >&2
+	printf 'Status: 500 Internal Server Error\r\nContent-Type: application/json\r\n\r\n'
+	printf '{"error":{"code":"internal","message":"the server is misconfigured"}}\n'
+	exit 1
+fi
+set -a
+# shellcheck source=/dev/null
+. "$env"
+set +a
+# Installed as PREFIX/libexec/dq/ingest.cgi beside PREFIX/bin/dq-ingest.
+bin=${0%/*}/../../bin/dq-ingest
+[ -x "$bin" ] || bin=dq-ingest
+exec "$bin"
