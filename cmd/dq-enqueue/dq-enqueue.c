@@ -99,11 +99,12 @@ main(int argc, char *argv[])
 				} else {
 					json_object_set_new(rec, "enqueued", json_pack("{s:s,s:s}",
 					    "queue", q->name, "message_id", mid));
-					dq_log(DQ_INFO, r == 1 ? "duplicate" : "enqueued",
-					    json_pack("{s:s,s:s,s:s}", "image_id", image_id,
-					    "message_id", mid, "queue", q->name),
-					    "%s %s", r == 1 ? "duplicate within the window, dropped by" :
-					    "queued on", q->name);
+					/* A duplicate is logged by the backend that saw it. */
+					if (r == 0)
+						dq_log(DQ_INFO, "enqueued",
+						    json_pack("{s:s,s:s,s:s}", "image_id", image_id,
+						    "message_id", mid, "queue", q->name),
+						    "queued on %s", q->name);
 				}
 			}
 		}

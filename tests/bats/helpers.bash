@@ -55,3 +55,15 @@ log_events() {
 blob_count() {
 	find "$DQ_LOCAL_DIR/store/${1:-raw-images}" -type f -not -path '*/.*' 2>/dev/null | wc -l
 }
+
+# Messages under a lease in the local queue.
+locked_count() {
+	find "$DQ_LOCAL_DIR/queues/${1:-defect-jobs}/locked" -type f 2>/dev/null | wc -l
+}
+
+# count_is N COMMAND...: COMMAND prints N (for wait_for).
+count_is() {
+	local want=$1
+	shift
+	[ "$("$@")" -eq "$want" ]
+}

@@ -1,0 +1,103 @@
+#!/usr/bin/env bats
+# JSON Lines between the programs: pass-through, numbers, malformed input.
+
+load helpers
+
+setup() {
+	dq_env
+}
+
+@test "a float added by jq and unknown keys come out of each stage unchanged" {
+	dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" 2>/dev/null |
+		jq -c '. + {score: 0.1, tiny: 1e-7, note: {"ü": [1, 2.5, null]}}' |
+		sed 's/}$/,"big":9007199254740993}/' >"$BATS_TEST_TMPDIR/in"
+	run --separate-stderr bash -c 'dq-enqueue | dq-put' <"$BATS_TEST_TMPDIR/in"
+	assert_success
+	assert_equal "$(jq -c '{score, tiny, note}' <<<"$output")" '{"score":0.1,"tiny":1e-07,"note":{"ü":[1,2.5,null]}}'
+	[[ "$output" == *'"score":0.1,'* ]]
+	[[ "$output" == *'"big":9007199254740993'* ]]
+	run --separate-stderr bash -c 'dq-dequeue | jq -c ". + {x: 0.1}" | dq-dequeue --settle'
+	assert_success
+	[[ "$output" == *'"x":0.1,'* ]]
+}
+
+@test "a line cut off mid-record is reported with its position and not acted on" {
+	dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" "$FIXTURES/b.png" 2>/dev/null >"$BATS_TEST_TMPDIR/in"
+	{ head -1 "$BATS_TEST_TMPDIR/in"; tail -1 "$BATS_TEST_TMPDIR/in" | head -c 100; } >"$BATS_TEST_TMPDIR/cut"
+	run --separate-stderr dq-enqueue <"$BATS_TEST_TMPDIR/cut"
+	assert_failure 65
+	assert_equal "$(wc -l <<<"$output")" 1
+	assert_equal "$(ready_count)" 1
+	assert_equal "$(jq -r 'select(.event == "malformed") | "\(.input):\(.line)"' <<<"$stderr")" "<stdin>:2"
+}
+
+@test "duplicate keys, integers beyond int64 and non-objects are malformed records" {
+	printf '%s\n' '{"a":1,"a":2}' '{"n":123456789012345678901234567890}' '[1]' 'nope' >"$BATS_TEST_TMPDIR/bad"
+	run --separate-stderr dq-put <"$BATS_TEST_TMPDIR/bad"
+	assert_failure 65
+	assert_output ""
+	assert_equal "$(jq -r 'select(.event == "malformed") | .line' <<<"$stderr" | tr '\n' ' ')" "1 2 3 4 "
+}
+
+@test "records with an error pass through a later stage untouched" {
+	local rec='{"message":{"image_id":"x"},"error":{"stage":"analyze","code":"c","message":"m","retryable":true,"scope":"record"}}'
+	run --separate-stderr dq-enqueue <<<"$rec"
+	assert_success
+	assert_json_equal "$output" "$rec"
+	assert_equal "$(ready_count)" 0
+}
+
+@test "an invalid message is a record error, the next record still goes" {
+	{ echo '{"message":{"image_id":"not-a-uuid"}}'; dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" 2>/dev/null; } >"$BATS_TEST_TMPDIR/in"
+	run --separate-stderr dq-enqueue <"$BATS_TEST_TMPDIR/in"
+	assert_failure 65
+	assert_equal "$(head -1 <<<"$output" | jq -r .error.code)" bad_message
+	assert_equal "$(tail -1 <<<"$output" | jq -r .enqueued.queue)" defect-jobs
+}
+
+@test "logs are JSON lines with ts, level, prog and event" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg"
+	assert_success
+	run jq -e -s 'all(.[]; (.ts|test("Z$")) and .level and .prog == "dq-put" and .event)' <<<"$stderr"
+	assert_success
+	assert_equal "$(jq -r .event <<<"$stderr" | tr '\n' ' ')" "backend stored "
+}
+
+@test "LOG_LEVEL=ERROR keeps info events out; a text format is used on request" {
+	export LOG_LEVEL=ERROR
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg"
+	assert_success
+	assert_equal "$stderr" ""
+	export LOG_LEVEL=INFO DQ_LOG_FORMAT=text
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/text.txt"
+	assert_failure 65
+	[[ "$stderr" == *"dq-put: store: local"* ]]
+	[[ "$stderr" == *"dq-put: $FIXTURES/text.txt: not a JPEG, PNG or WebP image"* ]]
+}
+
+@test "--print-config shows every variable with defaults and hides secrets" {
+	export API_KEY=ops:s3cret-value AZURE_AI_API_KEY=another-secret
+	run --separate-stderr dq-put --print-config
+	assert_success
+	assert_equal "$(jq -r .AZURE_SERVICEBUS_QUEUE <<<"$output")" defect-jobs
+	assert_equal "$(jq -r .WORKER_MAX_MESSAGES <<<"$output")" 10
+	assert_equal "$(jq -r .API_KEY <<<"$output")" "<set>"
+	[[ "$output" != *s3cret* && "$output" != *another-secret* ]]
+}
+
+@test "a bad configuration value exits 78 and says which" {
+	export WORKER_MAX_DELIVERY_ATTEMPTS=zero
+	run --separate-stderr dq-dequeue
+	assert_failure 78
+	[[ "$stderr" == *WORKER_MAX_DELIVERY_ATTEMPTS* ]]
+}
+
+@test "a broken stdout exits 74 in every program" {
+	dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" 2>/dev/null >"$BATS_TEST_TMPDIR/in"
+	run --separate-stderr sh -c 'dq-enqueue <"$1" >/dev/full' sh "$BATS_TEST_TMPDIR/in"
+	assert_failure 74
+	run --separate-stderr sh -c 'dq-dequeue >/dev/full'
+	assert_failure 74
+	run --separate-stderr sh -c 'dq-put --version >/dev/full'
+	assert_failure 74
+}
