@@ -655,6 +655,8 @@ status_of(struct dq_ingest *in, const char *id, struct dq_response *r)
 			json_object_set(o, "error", json_object_get(m, "error"));
 		if (json_object_get(m, "attempts"))
 			json_object_set(o, "attempts", json_object_get(m, "attempts"));
+		if (json_object_get(m, "failed_at"))
+			json_object_set(o, "failed_at", json_object_get(m, "failed_at"));
 		json_decref(m);
 		body_json(r, 200, o);
 		return;

@@ -1,0 +1,181 @@
+# ingest.bash - dq-ingest behind a real lighttpd on a free loopback port,
+# for the 30-ingest-*.bats suites (load helpers first).
+# shellcheck shell=bash
+
+MKIMAGE="$DQ_TOP/tests/bats/mkimage.py"
+INGEST_CGI="$DQ_TOP/cmd/dq-ingest/ingest.cgi"
+
+# ingest_env [VAR=value...]: the environment file ingest.cgi loads, with a
+# fresh store, queue and state directory; arguments are added last.
+ingest_env() {
+	dq_env
+	export DQ_STATE_DIR="$BATS_TEST_TMPDIR/state"
+	export INGEST_ENV="$BATS_TEST_TMPDIR/env"
+	export API_KEY_CAM=s3cret-cam API_KEY_OPS=s3cret-ops
+	{
+		echo "DQ_LOCAL_DIR=$DQ_LOCAL_DIR"
+		echo "DQ_STATE_DIR=$DQ_STATE_DIR"
+		echo "DQ_LOG_FORMAT=json"
+		echo "TMPDIR=$BATS_TEST_TMPDIR"
+		echo "API_KEY=camera:$API_KEY_CAM,ops:$API_KEY_OPS"
+		local kv
+		for kv in "$@"; do
+			printf '%s=%q\n' "${kv%%=*}" "${kv#*=}"
+		done
+	} >"$INGEST_ENV"
+}
+
+# free_port: a TCP port nobody listens on at the time of asking.
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# lighttpd_start cgi|fastcgi: start lighttpd in front of ingest.cgi, set
+# BASE (the API root) and LIGHTTPD_PID, and wait until it answers.
+lighttpd_start() {
+	local mode=$1 dir="$BATS_TEST_TMPDIR/lighttpd" try
+	mkdir -p "$dir/www" "$dir/upload"
+	echo "floor" >"$dir/www/static.bin"
+	for try in 1 2 3; do
+		LIGHTTPD_PORT=$(free_port)
+		{
+			cat <<-EOF
+			server.document-root = "$dir/www"
+			server.bind = "127.0.0.1"
+			server.port = $LIGHTTPD_PORT
+			server.errorlog = "$dir/error.log"
+			server.upload-dirs = ("$dir/upload")
+			server.max-request-size = 65536
+			EOF
+			if [ "$mode" = cgi ]; then
+				cat <<-EOF
+				server.modules = ("mod_alias", "mod_setenv", "mod_cgi")
+				alias.url = ("/api/v1" => "$INGEST_CGI")
+				\$HTTP["url"] =~ "^/api/v1(/|\$)" {
+				  cgi.assign = ("" => "")
+				  setenv.add-environment = ("DQ_ENV_FILE" => "$INGEST_ENV")
+				}
+				EOF
+			else
+				cat <<-EOF
+				server.modules = ("mod_fastcgi")
+				fastcgi.server = ("/api/v1" => ((
+				  "socket" => "$dir/fcgi.sock",
+				  "bin-path" => "$INGEST_CGI",
+				  "bin-environment" => ("DQ_ENV_FILE" => "$INGEST_ENV"),
+				  "check-local" => "disable",
+				  "max-procs" => 1,
+				)))
+				EOF
+			fi
+		} >"$dir/lighttpd.conf"
+		lighttpd -D -f "$dir/lighttpd.conf" 2>>"$dir/error.log" &
+		LIGHTTPD_PID=$!
+		BASE="http://127.0.0.1:$LIGHTTPD_PORT/api/v1"
+		if wait_for 10 lighttpd_up; then
+			export BASE LIGHTTPD_PID LIGHTTPD_PORT
+			return 0
+		fi
+		lighttpd_stop
+	done
+	cat "$dir/error.log" >&2
+	return 1
+}
+
+lighttpd_up() {
+	kill -0 "$LIGHTTPD_PID" 2>/dev/null &&
+		curl -s -o /dev/null "http://127.0.0.1:$LIGHTTPD_PORT/static.bin"
+}
+
+# lighttpd_stop: stop the server this test started (it stops its FastCGI
+# children), by PID, and wait for it to be gone.
+lighttpd_stop() {
+	[ -n "${LIGHTTPD_PID:-}" ] || return 0
+	kill "$LIGHTTPD_PID" 2>/dev/null || true
+	wait_for 10 lighttpd_gone
+	wait "$LIGHTTPD_PID" 2>/dev/null || true
+	LIGHTTPD_PID=
+}
+
+lighttpd_gone() {
+	! kill -0 "$LIGHTTPD_PID" 2>/dev/null
+}
+
+# dq-ingest's JSON log lines, from the server's error log.
+server_log() {
+	grep -ao '{"ts".*' "$BATS_TEST_TMPDIR/lighttpd/error.log"
+}
+
+# req [curl options...] URL: one request; the status code on stdout, the
+# headers in $HDRS, the body in $BODY.
+req() {
+	HDRS="$BATS_TEST_TMPDIR/headers" BODY="$BATS_TEST_TMPDIR/body"
+	curl -sS -o "$BODY" -D "$HDRS" -w '%{http_code}' "$@"
+}
+HDRS="$BATS_TEST_TMPDIR/headers"
+BODY="$BATS_TEST_TMPDIR/body"
+
+# header NAME: the value of a response header of the last req (CR removed).
+header() {
+	grep -i "^$1:" "$HDRS" | head -1 | cut -d: -f2- | sed 's/^ *//; s/\r$//'
+}
+
+# assert_error STATUS CODE: status from run, and a JSON error with CODE.
+assert_error() {
+	assert_success
+	assert_output "$1"
+	run jq -r '.error.code | select(type == "string")' "$BODY"
+	assert_success
+	assert_output "$2"
+	run jq -r '.error.message | type' "$BODY"
+	assert_output string
+}
+
+# assert_nothing_stored: no raw image, no message.
+assert_nothing_stored() {
+	assert_equal "$(blob_count raw-images)" 0
+	assert_equal "$(ready_count)" 0
+}
+
+# fixture NAME TYPE W H [SEED]: make an image in the test's directory.
+fixture() {
+	python3 "$MKIMAGE" "$2" "$3" "$4" "${5:-0}" >"$BATS_TEST_TMPDIR/$1"
+	echo "$BATS_TEST_TMPDIR/$1"
+}
+
+# post_multipart FILE [curl options...]: the camera's upload.
+post_multipart() {
+	local f=$1
+	shift
+	req -H "X-API-Key: $API_KEY_CAM" -F "image=@$f" -F product_sku=WK-KN-200 \
+		-F facility=yangjiang "$@" "$BASE/ingest"
+}
+
+# post_raw FILE TYPE [curl options...]: the raw-body upload.
+post_raw() {
+	local f=$1 t=$2
+	shift 2
+	req -H "X-API-Key: $API_KEY_CAM" -H "Content-Type: $t" --data-binary "@$f" "$@" \
+		"$BASE/ingest?product_sku=WK-KN-200&facility=yangjiang"
+}
+
+# cgi METHOD PATH_INFO [VAR=value...] < body: dq-ingest run directly with a
+# made-up CGI environment (what no server would pass), env file loaded.
+cgi() {
+	local method=$1 path=$2
+	shift 2
+	(
+		set -a
+		# shellcheck source=/dev/null
+		. "$INGEST_ENV"
+		set +a
+		exec env GATEWAY_INTERFACE=CGI/1.1 SERVER_PROTOCOL=HTTP/1.1 \
+			REQUEST_METHOD="$method" PATH_INFO="$path" REMOTE_ADDR=127.0.0.1 \
+			"$@" dq-ingest
+	)
+}
+
+# cgi_status: the status code of a CGI response on stdin.
+cgi_status() {
+	sed -n '1s/^Status: \([0-9]*\).*/\1/p'
+}
