@@ -27,3 +27,31 @@ dq_cli_print_config(void)
 	dq_config_print(stdout);
 	exit(dq_finish_stdout(0));
 }
+
+/*
+ * --check: the configuration and the backends a program uses, before any
+ * record is touched.  78 for a configuration or authorisation problem, 69
+ * for a backend that does not answer, 0 when all is well.
+ */
+void
+dq_cli_check(int store, int queue, const char *qname)
+{
+	struct dq_err err;
+	struct dq_store *s = NULL;
+	struct dq_queue *q = NULL;
+	int st = 0;
+
+	if (store && (!(s = dq_store_open(&err)) || s->ops->check(s, &err) < 0))
+		goto fail;
+	if (queue && (!(q = dq_queue_open(qname, &err)) || q->ops->check(q, &err) < 0))
+		goto fail;
+	dq_log(DQ_INFO, "check_ok", NULL, "configuration and backends are usable");
+	goto out;
+fail:
+	st = err.status == DQ_EX_CONFIG || err.status == DQ_EX_USAGE ? err.status : DQ_EX_UNAVAILABLE;
+	dq_log_err(DQ_ERROR, "check_failed", NULL, &err);
+out:
+	dq_store_close(s);
+	dq_queue_close(q);
+	exit(dq_finish_stdout(st));
+}

@@ -88,6 +88,8 @@ void dq_sleep_ms(int64_t ms);
 void dq_cli_config(void);
 void dq_cli_version(void);		/* prints "prog VERSION", exits 0 */
 void dq_cli_print_config(void);		/* prints the configuration, exits 0 */
+/* --check: open and check the store and/or queue; exits 0, 69 or 78. */
+void dq_cli_check(int store, int queue, const char *qname);
 
 /* id.c */
 void dq_uuid_new(char out[static 37]);			/* random, v4 */

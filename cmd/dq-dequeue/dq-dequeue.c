@@ -212,12 +212,13 @@ main(int argc, char *argv[])
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "print-config", no_argument, NULL, 'P' },
+		{ "check", no_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *qname = NULL, *require = NULL;
 	long max = 1, max_attempts;
 	double wait = 5;
-	int c, flags = 0, do_settle = 0, do_renew = 0, recv_opts = 0, r;
+	int check = 0, c, flags = 0, do_settle = 0, do_renew = 0, recv_opts = 0, r;
 	char *end;
 
 	dq_init(argv[0]);
@@ -251,10 +252,13 @@ main(int argc, char *argv[])
 		case 'h': usage(NULL); break;
 		case 'V': dq_cli_version(); break;
 		case 'P': dq_cli_print_config(); break;
+		case 'C': check = 1; break;
 		default: usage("unknown option");
 		}
 	}
 	argc -= optind;
+	if (check)
+		dq_cli_check(0, 1, qname);
 	if (argc > 0)
 		usage("no arguments expected");
 	if (do_settle && do_renew)

@@ -28,10 +28,11 @@ main(int argc, char *argv[])
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "print-config", no_argument, NULL, 'P' },
+		{ "check", no_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *qname = NULL;
-	int c, new_id = 0, status = 0, r;
+	int check = 0, c, new_id = 0, status = 0, r;
 	struct dq_queue *q = NULL;
 	struct dq_reader rd;
 	struct dq_err err;
@@ -46,10 +47,13 @@ main(int argc, char *argv[])
 		case 'h': usage(NULL); break;
 		case 'V': dq_cli_version(); break;
 		case 'P': dq_cli_print_config(); break;
+		case 'C': check = 1; break;
 		default: usage("unknown option");
 		}
 	}
 	argc -= optind;
+	if (check)
+		dq_cli_check(0, 1, qname);
 	if (argc > 0)
 		usage("no arguments expected: records come on standard input");
 	if (!(q = dq_queue_open(qname, &err))) {

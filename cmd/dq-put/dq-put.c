@@ -301,10 +301,11 @@ main(int argc, char *argv[])
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "print-config", no_argument, NULL, 'P' },
+		{ "check", no_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sku = NULL, *facility = NULL, *extra_s = NULL, *id = NULL;
-	int c, stored = 0, replace = 0;
+	int check = 0, c, stored = 0, replace = 0;
 	json_t *extra = NULL;
 	struct dq_err err;
 	char *end;
@@ -328,10 +329,13 @@ main(int argc, char *argv[])
 		case 'h': usage(NULL); break;
 		case 'V': dq_cli_version(); break;
 		case 'P': dq_cli_print_config(); break;
+		case 'C': check = 1; break;
 		default: usage("unknown option");
 		}
 	}
 	argc -= optind;
+	if (check)
+		dq_cli_check(1, 0, NULL);
 	argv += optind;
 
 	if (stored && (sku || facility || extra_s || id || replace))
