@@ -1,0 +1,58 @@
+/*
+ * analyzer.c - the analyzer interface: choosing a backend from the
+ * configuration (DESIGN §1), and what every backend shares.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dq.h"
+
+struct dq_analyzer *
+dq_analyzer_open(struct dq_err *err)
+{
+	const char *name = dq_cfg.analyzer;
+
+	if (name == NULL || *name == '\0') {
+		/* DESIGN §1: azure-openai when its endpoint is set, else reference. */
+		if (dq_cfg.ai_endpoint && *dq_cfg.ai_endpoint)
+			name = "azure-openai";
+		else if (dq_cfg.reference_dir && *dq_cfg.reference_dir)
+			name = "reference";
+	}
+	if (name == NULL || *name == '\0') {
+		dq_err_system(err, DQ_EX_CONFIG, "config",
+		    "no analyzer configured: set DQ_REFERENCE_DIR (offline reference "
+		    "analyzer), AZURE_AI_PROJECT_ENDPOINT (Azure OpenAI), or DQ_ANALYZER");
+		return NULL;
+	}
+	if (strcmp(name, "reference") == 0)
+		return dq_analyzer_reference_open(dq_cfg.reference_dir,
+		    dq_cfg.cache_dir, err);
+	if (strcmp(name, "azure-openai") == 0) {
+		dq_err_system(err, DQ_EX_CONFIG, "config",
+		    "analyzer azure-openai is not available in this build");
+		return NULL;
+	}
+	dq_err_system(err, DQ_EX_CONFIG, "config",
+	    "DQ_ANALYZER: unknown analyzer \"%s\" (expected reference or azure-openai)",
+	    name);
+	return NULL;
+}
+
+void
+dq_analyzer_close(struct dq_analyzer *an)
+{
+	if (an != NULL)
+		an->ops->close(an);
+}
+
+void
+dq_analysis_free(struct dq_analysis *a)
+{
+	if (a == NULL)
+		return;
+	json_decref(a->findings);
+	json_decref(a->analysis);
+	a->findings = NULL;
+	a->analysis = NULL;
+}
