@@ -1,0 +1,50 @@
+#!/usr/bin/env bats
+# The EXAMPLES of the manual pages run as written.
+
+load helpers
+
+setup() {
+	dq_env
+	export HOME="$BATS_TEST_TMPDIR/home"
+	mkdir -p "$HOME"
+	cd "$BATS_TEST_TMPDIR" || exit 1
+	cp "$FIXTURES/a.jpg" "$FIXTURES/b.png" .
+}
+
+# The "$ command" lines of a page's EXAMPLES section, mdoc escapes undone.
+examples() {
+	awk '/^\.Sh /{ex = ($2 == "EXAMPLES")} ex && /^\$ /{sub(/^\$ /, ""); gsub(/\\e/, "\\"); print}' "$DQ_TOP/man/$1"
+}
+
+run_examples() {
+	local script
+	script=$(examples "$1")
+	[ -n "$script" ] || fail "$1 has no examples"
+	run --separate-stderr bash -euo pipefail -c "$script"
+	assert_success
+}
+
+@test "dq-put(1) examples run" {
+	run_examples dq-put.1
+	assert_equal "$(blob_count raw-images)" 2
+	assert_equal "$(ready_count)" 2
+}
+
+@test "dq-enqueue(1) examples run" {
+	run_examples dq-enqueue.1
+	assert_equal "$(ready_count)" 1
+}
+
+@test "dq-dequeue(1) examples run" {
+	dq-put --sku WK-KN-200 --facility yangjiang a.jpg b.png 2>/dev/null | dq-enqueue >/dev/null 2>&1
+	run_examples dq-dequeue.1
+	assert_equal "$(ready_count)" 0
+	assert_equal "$(jq -r .settled <<<"$output" | sort -u)" completed
+}
+
+@test "dq(7) examples run the whole job" {
+	dq-synth -s 7 -o "$HOME/dq" --refs 3 --good 1 --defects 1
+	unset DQ_LOCAL_DIR
+	run_examples dq.7
+	assert_equal "$(find "$HOME/dq/store/processed-images" -name '*.json' | wc -l)" 2
+}
