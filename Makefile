@@ -54,6 +54,11 @@ bin/dq-worker: cmd/dq-worker/dq-worker
 tools/%: tools/%.c lib/libdq.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< lib/libdq.a $(LDLIBS)
 
+# C unit tests, run by their bats suites.
+UNIT = tests/unit/spool-test tests/unit/refan-test
+tests/unit/%: tests/unit/%.c lib/libdq.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< lib/libdq.a $(LDLIBS)
+
 install: all
 	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)/dq $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7
 	for p in $(PROGS) $(SCRIPTS); do install -m 755 bin/$$p $(DESTDIR)$(BINDIR)/$$p; done
@@ -64,10 +69,10 @@ install: all
 # Tests: the built programs first in PATH, bats over tests/bats.
 BATS ?= bats
 BATS_JOBS ?=
-check: all
+check: all $(UNIT)
 	PATH="$(CURDIR)/bin:$(CURDIR)/tools:$$PATH" DQ_TOP="$(CURDIR)" $(BATS) $(BATS_JOBS) tests/bats
 
-check-long: all
+check-long: all $(UNIT)
 	PATH="$(CURDIR)/bin:$(CURDIR)/tools:$$PATH" DQ_TOP="$(CURDIR)" DQ_LONG=1 $(BATS) tests/bats
 
 # The same suite built with AddressSanitizer and UndefinedBehaviorSanitizer.
@@ -90,6 +95,6 @@ deps-test:
 	sh tools/deps.sh test
 
 clean:
-	rm -rf bin lib/*.o lib/libdq.a $(TOOLS) tests/fuzz/fuzz-ingest
+	rm -rf bin lib/*.o lib/libdq.a $(TOOLS) $(UNIT) tests/fuzz/fuzz-ingest
 
 .PHONY: all deps-check install check check-long check-asan demo lint deps-build deps-test clean
