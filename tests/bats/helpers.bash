@@ -2,10 +2,13 @@
 # DQ_LOCAL_DIR per test, JSON comparison through jq -S, and polling.
 # shellcheck shell=bash
 
+# DQ_TOP is the source tree, DQ_BUILD where make put the programs (the
+# sanitizer build uses another one).
 DQ_TOP=${DQ_TOP:-$(cd "$BATS_TEST_DIRNAME/../.." && pwd)}
-PATH="$DQ_TOP/bin:$DQ_TOP/tools:$PATH"
+DQ_BUILD=${DQ_BUILD:-$DQ_TOP}
+PATH="$DQ_BUILD/bin:$DQ_BUILD/tools:$PATH"
 FIXTURES="$BATS_TEST_DIRNAME/fixtures"
-export DQ_TOP PATH FIXTURES
+export DQ_TOP DQ_BUILD PATH FIXTURES
 
 bats_require_minimum_version 1.5.0
 
