@@ -344,4 +344,20 @@ struct dq_analyzer *dq_analyzer_reference_open(const char *refdir,
 int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
     json_t *bounding_boxes, struct dq_err *);
 
+/* artifact.c: the processed document of DESIGN §2. */
+/*
+ * Check an analyzer's defect_findings against the vocabulary and the
+ * image's pixel grid (fail closed); 0, or -1 with err (record scope,
+ * "bad_findings").
+ */
+int dq_findings_check(json_t *findings, long width, long height, struct dq_err *);
+/*
+ * The artifact in DESIGN §2's key order from a checked message and
+ * analysis: analysis = {analyzer, the analyzer's keys, image{sha256,
+ * width, height, the analyzer's image keys}, duration_ms}.
+ */
+json_t *dq_artifact_new(json_t *msg, const struct dq_analysis *,
+    const char *analyzer, const char *sha256, const struct dq_image_info *,
+    const char *processed_at, int64_t duration_ms);
+
 #endif

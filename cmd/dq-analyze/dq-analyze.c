@@ -1,0 +1,782 @@
+/* dq-analyze - analyze each record's image and add its artifact, keeping its lock alive. */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dq.h"
+
+static const char synopsis[] =
+    "usage: dq-analyze [-j N] [--skip-existing] [--force] [--annotate DIR] < records\n"
+    "       dq-analyze [--sku SKU] [--annotate DIR] FILE...\n";
+
+/*
+ * A record in our hands.  Its mutex guards rec: the renewer thread
+ * updates the receipt while a worker thread builds the artifact.
+ */
+struct job {
+	json_t *rec;
+	pthread_mutex_t mu;
+	int64_t span_ms;	/* the lease's length, as last seen */
+	int lost, done, refs;	/* refs: guarded by the global mu */
+	struct job *next;	/* pending queue */
+	struct job *hnext, *hprev;	/* held list: everything to keep locked */
+};
+
+static struct dq_store *store;
+static struct dq_analyzer *an;
+static const char *annotate_dir;
+static int skip_existing, force;
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;	/* queue, held list, flags */
+static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t room_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t renew_cv = PTHREAD_COND_INITIALIZER;
+static struct job *pending, **pending_tail = &pending, *held;
+static int npending, input_done, finished, shutting_down;
+
+static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t status_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t store_mu = PTHREAD_MUTEX_INITIALIZER;	/* store ops are not promised thread-safe */
+static pthread_mutex_t queue_mu = PTHREAD_MUTEX_INITIALIZER;
+static int status;
+static struct dq_queue *queues[8];
+static int wake_pipe[2] = { -1, -1 };
+
+static void
+usage(const char *why)
+{
+	if (why) {
+		fprintf(stderr, "dq-analyze: %s\n%s", why, synopsis);
+		exit(DQ_EX_USAGE);
+	}
+	fputs(synopsis, stdout);
+	exit(dq_finish_stdout(0));
+}
+
+static void
+merge_status(int st)
+{
+	pthread_mutex_lock(&status_mu);
+	status = dq_status_merge(status, st);
+	pthread_mutex_unlock(&status_mu);
+}
+
+/* Whole lines only, one writer at a time; a broken stdout ends us at once. */
+static void
+emit(json_t *rec)
+{
+	char *line = dq_json_dumps(rec);
+
+	pthread_mutex_lock(&out_mu);
+	if (fputs(line, stdout) == EOF || fputc('\n', stdout) == EOF || fflush(stdout) == EOF) {
+		dq_log(DQ_ERROR, "io_error", NULL, "stdout: %s", strerror(errno));
+		_exit(DQ_EX_IOERR);
+	}
+	pthread_mutex_unlock(&out_mu);
+	free(line);
+}
+
+/*
+ * A system error stops the stage at once: no further records, from any
+ * thread (out_mu is never released, so no line is cut or added).
+ */
+static _Noreturn void
+stop(const struct dq_err *err, json_t *ctx)
+{
+	int st;
+
+	pthread_mutex_lock(&out_mu);
+	dq_log_err(DQ_ERROR, "system_error", ctx, err);
+	pthread_mutex_lock(&status_mu);
+	st = dq_status_merge(status, err->status);
+	_exit(dq_finish_stdout(st));
+}
+
+static json_t *
+ctx_of(json_t *msg, json_t *receipt)
+{
+	return json_pack("{s:s?,s:s?,s:I}",
+	    "image_id", json_string_value(json_object_get(msg, "image_id")),
+	    "message_id", json_string_value(json_object_get(receipt, "message_id")),
+	    "delivery_count", json_integer_value(json_object_get(receipt, "delivery_count")));
+}
+
+/* A record error: into the record, logged, remembered in the status. */
+static void
+fail(json_t *rec, const struct dq_err *err)
+{
+	dq_log_err(err->retryable ? DQ_WARNING : DQ_ERROR, "analyze_failed",
+	    ctx_of(json_object_get(rec, "message"), json_object_get(rec, "receipt")), err);
+	dq_record_set_error(rec, "analyze", err);
+	merge_status(err->status);
+}
+
+/* ---- lock keeping ---- */
+
+/* The queue a receipt names; one handle per name.  Under queue_mu. */
+static struct dq_queue *
+queue_for(json_t *receipt)
+{
+	const char *name = json_string_value(json_object_get(receipt, "queue"));
+	const char *backend = json_string_value(json_object_get(receipt, "backend"));
+	struct dq_err err;
+	size_t i;
+
+	for (i = 0; i < 8 && queues[i]; i++)
+		if (name && strcmp(queues[i]->name, name) == 0)
+			return queues[i];
+	if (i == 8) {
+		dq_err_system(&err, DQ_EX_USAGE, "too_many_queues", "records name more than 8 queues");
+		stop(&err, NULL);
+	}
+	if (!(queues[i] = dq_queue_open(name, &err)))
+		stop(&err, NULL);
+	if (!backend || strcmp(backend, queues[i]->ops->name) != 0) {
+		dq_err_system(&err, DQ_EX_CONFIG, "backend_mismatch",
+		    "record was received from backend %s, configured is %s",
+		    backend ? backend : "(none)", queues[i]->ops->name);
+		stop(&err, NULL);
+	}
+	return queues[i];
+}
+
+static int
+has_lock(json_t *rec)
+{
+	json_t *r = json_object_get(rec, "receipt");
+
+	return json_string_value(json_object_get(r, "lock_token")) &&
+	    !json_is_true(json_object_get(r, "peek")) && dq_receipt_locked_until_ms(r) > 0;
+}
+
+/*
+ * When the lock must be renewed: once half the lease is gone.  Under
+ * j->mu; INT64_MAX for a record without a lock.
+ */
+static int64_t
+due_ms(struct job *j)
+{
+	if (!has_lock(j->rec) || j->lost || j->done)
+		return INT64_MAX;
+	return dq_receipt_locked_until_ms(json_object_get(j->rec, "receipt")) - j->span_ms / 2;
+}
+
+/* Renew j's lock if it is due; 0 when the lock is ours, -1 when lost. */
+static int
+keep_lock(struct job *j)
+{
+	json_t *receipt;
+	struct dq_err err;
+	int64_t now = dq_now_ms(), until;
+	int r;
+
+	pthread_mutex_lock(&j->mu);
+	if (j->lost || j->done || due_ms(j) > now) {
+		r = j->lost ? -1 : 0;
+		goto out;
+	}
+	receipt = json_object_get(j->rec, "receipt");
+	pthread_mutex_lock(&queue_mu);
+	r = queue_for(receipt)->ops->renew(queue_for(receipt), receipt, &err);
+	pthread_mutex_unlock(&queue_mu);
+	if (r < 0) {
+		if (err.scope == DQ_SCOPE_SYSTEM)
+			stop(&err, ctx_of(json_object_get(j->rec, "message"), receipt));
+		dq_log_err(DQ_WARNING, "lock_lost",
+		    ctx_of(json_object_get(j->rec, "message"), receipt), &err);
+		j->lost = 1;
+		goto out;
+	}
+	until = dq_receipt_locked_until_ms(receipt);
+	j->span_ms = until - now;
+	dq_log(DQ_DEBUG, "renewed", ctx_of(json_object_get(j->rec, "message"), receipt),
+	    "lock renewed until %s", json_string_value(json_object_get(receipt, "locked_until")));
+out:
+	pthread_mutex_unlock(&j->mu);
+	return r;
+}
+
+static void
+job_unref(struct job *j)
+{
+	int last;
+
+	pthread_mutex_lock(&mu);
+	last = --j->refs == 0;
+	pthread_mutex_unlock(&mu);
+	if (last) {
+		json_decref(j->rec);
+		pthread_mutex_destroy(&j->mu);
+		free(j);
+	}
+}
+
+/* The renewer: wakes when the next lock is due and renews what is due. */
+static void *
+renewer(void *arg)
+{
+	struct job *due[64], *j;
+	int n;
+
+	pthread_mutex_lock(&mu);
+	while (!finished) {
+		int64_t now = dq_now_ms(), next = now + 1000, d;
+
+		n = 0;
+		for (j = held; j; j = j->hnext) {
+			pthread_mutex_lock(&j->mu);
+			d = due_ms(j);
+			pthread_mutex_unlock(&j->mu);
+			if (d <= now && n < 64) {
+				j->refs++;
+				due[n++] = j;
+			} else if (d < next)
+				next = d;
+		}
+		if (n > 0) {
+			pthread_mutex_unlock(&mu);
+			for (int i = 0; i < n; i++) {
+				keep_lock(due[i]);
+				job_unref(due[i]);
+			}
+			pthread_mutex_lock(&mu);
+			continue;
+		}
+		struct timespec ts = { next / 1000, next % 1000 * 1000000 };
+
+		pthread_cond_timedwait(&renew_cv, &mu, &ts);
+	}
+	pthread_mutex_unlock(&mu);
+	return arg;
+}
+
+/* ---- one record ---- */
+
+static int
+store_get(const char *cont, const char *name, unsigned char **data, size_t *len,
+    struct dq_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&store_mu);
+	r = store->ops->get(store, cont, name, data, len, NULL, err);
+	pthread_mutex_unlock(&store_mu);
+	return r;
+}
+
+static int
+store_exists(const char *name, struct dq_err *err)
+{
+	int r;
+
+	pthread_mutex_lock(&store_mu);
+	r = store->ops->exists(store, dq_cfg.processed_container, name, err);
+	pthread_mutex_unlock(&store_mu);
+	if (r < 0 && err->scope == DQ_SCOPE_SYSTEM)
+		stop(err, NULL);
+	return r;
+}
+
+/*
+ * Analyze an image for msg: the artifact, or NULL with err.  sha256 is
+ * the checksum the message promises (NULL: none), annot the annotation's
+ * path (NULL: none).
+ */
+static json_t *
+analyze(json_t *msg, const unsigned char *data, size_t len, const char *sha256,
+    const char *annot, struct dq_err *err)
+{
+	struct dq_image_info in;
+	struct dq_analysis a = { 0 };
+	const char *sku = json_string_value(json_object_get(json_object_get(msg, "metadata"), "product_sku"));
+	char sha[65], now[21];
+	int64_t t0;
+	json_t *doc;
+
+	dq_sha256_hex(data, len, sha);
+	if (sha256 && strcmp(sha, sha256) != 0) {
+		dq_err_record(err, "checksum_mismatch", "image sha256 %s differs from the message's %s",
+		    sha, sha256);
+		return NULL;
+	}
+	if (dq_image_sniff(data, len, &in, err) < 0)
+		return NULL;
+	t0 = dq_now_ms();
+	if (dq_cfg.analyze_delay_ms > 0)
+		dq_sleep_ms((int64_t)dq_cfg.analyze_delay_ms);	/* test hook: a slow model */
+	if (an->ops->analyze(an, sku, data, len, &in, &a, err) < 0)
+		return NULL;
+	if (dq_findings_check(a.findings, in.width, in.height, err) < 0) {
+		dq_analysis_free(&a);
+		return NULL;
+	}
+	dq_rfc3339(time(NULL), now);
+	doc = dq_artifact_new(msg, &a, an->ops->name, sha, &in, now, dq_now_ms() - t0);
+	dq_analysis_free(&a);
+	if (annot && dq_annotate_write(annot, data, len,
+	    json_object_get(json_object_get(doc, "defect_findings"), "bounding_boxes"), err) < 0) {
+		/* the artifact stands; a picture we could not draw is only logged */
+		dq_log_err(DQ_WARNING, "annotate_failed",
+		    json_pack("{s:O,s:s}", "image_id", json_object_get(msg, "image_id"), "file", annot), err);
+	}
+	return doc;
+}
+
+/*
+ * Work on one record: skipped, artifact or error.  What is read from the
+ * record is copied under its mutex; the result is put back under it.
+ */
+static void
+process(struct job *j)
+{
+	json_t *msg, *skipped = NULL, *doc = NULL;
+	struct dq_err err;
+	const char *id, *cont, *blob;
+	unsigned char *data = NULL;
+	size_t len;
+	char name[64], *annot = NULL;
+	int r, stopping;
+
+	pthread_mutex_lock(&j->mu);
+	msg = json_deep_copy(json_object_get(j->rec, "message"));
+	pthread_mutex_unlock(&j->mu);
+	pthread_mutex_lock(&mu);
+	stopping = shutting_down;
+	pthread_mutex_unlock(&mu);
+
+	id = json_string_value(json_object_get(msg, "image_id"));
+	blob = dq_message_blob(msg, &cont);
+	if (stopping) {
+		dq_err_set(&err, DQ_SCOPE_RECORD, DQ_EX_TEMPFAIL, 1, "shutdown",
+		    "not started: dq-analyze is shutting down");
+		goto out;
+	}
+	if (dq_message_check(msg, &err) < 0)
+		goto out;
+	if (skip_existing) {
+		dq_artifact_name(id, name, sizeof name);
+		if ((r = store_exists(name, &err)) < 0)
+			goto out;
+		if (r == 0) {
+			dq_marker_name(id, name, sizeof name);
+			if ((r = store_exists(name, &err)) < 0)
+				goto out;
+			if (r > 0)
+				skipped = json_pack("{s:s}", "reason", "failed");
+		} else
+			skipped = json_pack("{s:s}", "reason", "processed");
+		if (skipped) {
+			dq_log(DQ_INFO, "skipped", ctx_of(msg, json_object_get(j->rec, "receipt")),
+			    "skipped: %s already in %s", name, dq_cfg.processed_container);
+			goto out;
+		}
+	}
+	/* Never start an analysis on a record whose lock we could not renew. */
+	if (keep_lock(j) < 0 ||
+	    (has_lock(j->rec) && dq_receipt_locked_until_ms(json_object_get(j->rec, "receipt")) <= dq_now_ms())) {
+		dq_err_set(&err, DQ_SCOPE_RECORD, DQ_EX_TEMPFAIL, 1, "lock_lost",
+		    "the message's lock could not be kept: not analyzed");
+		goto out;
+	}
+	if ((r = store_get(cont, blob, &data, &len, &err)) < 0) {
+		if (err.scope == DQ_SCOPE_SYSTEM)
+			stop(&err, ctx_of(msg, NULL));
+		goto out;
+	}
+	if (r == 0) {
+		dq_err_record(&err, "raw_missing", "no raw image %s/%s", cont, blob);
+		goto out;
+	}
+	if (annotate_dir)
+		annot = dq_xasprintf("%s/%s.png", annotate_dir, id);
+	doc = analyze(msg, data, len,
+	    json_string_value(json_object_get(json_object_get(msg, "image"), "sha256")), annot, &err);
+	if (!doc && err.scope == DQ_SCOPE_SYSTEM)
+		stop(&err, ctx_of(msg, NULL));
+	if (doc)
+		dq_log(DQ_INFO, "analyzed", json_pack("{s:s,s:O,s:O,s:O}", "image_id", id,
+		    "defect_type", json_object_get(json_object_get(doc, "defect_findings"), "defect_type"),
+		    "severity", json_object_get(json_object_get(doc, "defect_findings"), "severity"),
+		    "duration_ms", json_object_get(json_object_get(doc, "analysis"), "duration_ms")),
+		    "%s", json_string_value(json_object_get(json_object_get(doc, "defect_findings"), "description")));
+out:
+	pthread_mutex_lock(&j->mu);
+	if (skipped)
+		json_object_set_new(j->rec, "skipped", skipped);
+	else if (doc) {
+		json_object_set_new(j->rec, "artifact", doc);
+		if (annot)
+			json_object_set_new(j->rec, "annotation", json_string(annot));
+	} else
+		fail(j->rec, &err);
+	j->done = 1;
+	pthread_mutex_unlock(&j->mu);
+	free(annot);
+	free(data);
+	json_decref(msg);
+}
+
+static void *
+worker(void *arg)
+{
+	struct job *j;
+
+	for (;;) {
+		pthread_mutex_lock(&mu);
+		while (!pending && !input_done)
+			pthread_cond_wait(&work_cv, &mu);
+		if (!(j = pending)) {
+			pthread_mutex_unlock(&mu);
+			return arg;
+		}
+		if (!(pending = j->next))
+			pending_tail = &pending;
+		npending--;
+		pthread_cond_signal(&room_cv);
+		pthread_mutex_unlock(&mu);
+
+		process(j);
+		emit(j->rec);	/* j->done: nobody else touches rec now */
+		pthread_mutex_lock(&mu);
+		if (j->hprev)
+			j->hprev->hnext = j->hnext;
+		else
+			held = j->hnext;
+		if (j->hnext)
+			j->hnext->hprev = j->hprev;
+		pthread_mutex_unlock(&mu);
+		job_unref(j);
+	}
+}
+
+/* ---- input that ends on a signal ---- */
+
+/*
+ * stdin through a cookie: a read waits for input or for the wake pipe.
+ * Once shutting down, what is already there is still read (its records
+ * are passed on, not started), then it is the end of input.
+ */
+static ssize_t
+wake_read(void *c, char *buf, size_t n)
+{
+	struct pollfd p[2] = { { 0, POLLIN, 0 }, { wake_pipe[0], POLLIN, 0 } };
+	int stopping;
+
+	for (;;) {
+		pthread_mutex_lock(&mu);
+		stopping = shutting_down;
+		pthread_mutex_unlock(&mu);
+		if (poll(p, 2, stopping ? 0 : -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (p[0].revents)
+			return read(0, buf, n);
+		if (stopping)
+			return 0;
+	}
+	(void)c;
+}
+
+static void *
+signals(void *arg)
+{
+	sigset_t *set = arg;
+	int sig;
+
+	while (sigwait(set, &sig) == 0) {
+		pthread_mutex_lock(&mu);
+		if (!shutting_down)
+			dq_log(DQ_INFO, "shutdown", json_pack("{s:i}", "signal", sig),
+			    "signal %d: starting no new analysis, finishing those in flight", sig);
+		shutting_down = 1;
+		pthread_cond_broadcast(&room_cv);
+		pthread_mutex_unlock(&mu);
+		if (write(wake_pipe[1], "x", 1) < 0)
+			continue;	/* already awake */
+	}
+	return NULL;
+}
+
+static int
+needs_analysis(json_t *rec)
+{
+	if (!json_object_get(rec, "message") || dq_record_has_error(rec, NULL))
+		return 0;
+	return force || !(json_object_get(rec, "artifact") || json_object_get(rec, "skipped"));
+}
+
+static void
+run_records(long nthreads)
+{
+	pthread_t *th = dq_xcalloc((size_t)nthreads, sizeof *th), rt, st;
+	static sigset_t set;
+	cookie_io_functions_t io = { .read = wake_read };
+	struct dq_reader rd;
+	struct dq_err err;
+	FILE *in;
+	json_t *rec;
+	int r;
+
+	/* Signals go to one thread, which wakes the reader through a pipe. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (pipe(wake_pipe) < 0 || !(in = fopencookie(NULL, "r", io)))
+		dq_die(DQ_EX_IOERR, "pipe: %s", strerror(errno));
+	pthread_create(&st, NULL, signals, &set);
+	pthread_create(&rt, NULL, renewer, NULL);
+	for (long i = 0; i < nthreads; i++)
+		pthread_create(&th[i], NULL, worker, NULL);
+
+	dq_reader_init(&rd, in, "<stdin>");
+	while ((r = dq_read_record(&rd, &rec)) != 0) {
+		if (r == -2) {
+			dq_log(DQ_ERROR, "io_error", NULL, "<stdin>: %s", strerror(errno));
+			merge_status(DQ_EX_IOERR);
+			break;
+		}
+		if (r < 0) {
+			merge_status(DQ_EX_DATAERR);
+			continue;
+		}
+		if (!needs_analysis(rec)) {
+			emit(rec);	/* not ours: passed on untouched */
+			json_decref(rec);
+			continue;
+		}
+		pthread_mutex_lock(&mu);
+		if (shutting_down) {
+			pthread_mutex_unlock(&mu);
+			dq_err_set(&err, DQ_SCOPE_RECORD, DQ_EX_TEMPFAIL, 1, "shutdown",
+			    "not started: dq-analyze is shutting down");
+			fail(rec, &err);
+			emit(rec);
+			json_decref(rec);
+			continue;
+		}
+		struct job *j = dq_xcalloc(1, sizeof *j);
+
+		j->rec = rec;
+		pthread_mutex_init(&j->mu, NULL);
+		j->refs = 1;
+		if (has_lock(rec))
+			j->span_ms = dq_receipt_locked_until_ms(json_object_get(rec, "receipt")) - dq_now_ms();
+		if ((j->hnext = held))
+			held->hprev = j;
+		held = j;
+		*pending_tail = j;
+		pending_tail = &j->next;
+		npending++;
+		pthread_cond_signal(&work_cv);
+		pthread_cond_signal(&renew_cv);
+		/* Read on only when a thread is free: records in hand stay few. */
+		while (npending >= nthreads && !shutting_down)
+			pthread_cond_wait(&room_cv, &mu);
+		pthread_mutex_unlock(&mu);
+	}
+	dq_reader_free(&rd);
+
+	pthread_mutex_lock(&mu);
+	input_done = 1;
+	pthread_cond_broadcast(&work_cv);
+	pthread_mutex_unlock(&mu);
+	for (long i = 0; i < nthreads; i++)
+		pthread_join(th[i], NULL);
+	pthread_mutex_lock(&mu);
+	finished = 1;
+	pthread_cond_signal(&renew_cv);
+	pthread_mutex_unlock(&mu);
+	pthread_join(rt, NULL);
+	free(th);
+}
+
+/* ---- files from a terminal ---- */
+
+/* The SKU when none is given: the reference directory's only one. */
+static const char *
+default_sku(void)
+{
+	static char only[256];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	if (!dq_cfg.reference_dir || !(d = opendir(dq_cfg.reference_dir)))
+		return NULL;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.' && dq_safe_token(de->d_name) &&
+		    (de->d_type == DT_DIR || de->d_type == DT_LNK || de->d_type == DT_UNKNOWN) &&
+		    n++ == 0)
+			snprintf(only, sizeof only, "%s", de->d_name);
+	closedir(d);
+	return n == 1 ? only : NULL;
+}
+
+static void
+run_files(char **files, int nfiles, const char *sku)
+{
+	for (int i = 0; i < nfiles; i++) {
+		unsigned char *data;
+		size_t len;
+		struct dq_image_info in;
+		struct dq_err err;
+		struct stat sb;
+		char id[37], sha[65], when[21], *annot = NULL;
+		json_t *rec = json_pack("{s:s}", "file", files[i]), *msg, *doc;
+
+		if (dq_read_file(files[i], (size_t)dq_cfg.max_image_bytes, &data, &len) < 0 ||
+		    stat(files[i], &sb) < 0) {
+			if (errno == EFBIG)
+				dq_err_record(&err, "too_large", "larger than DQ_MAX_IMAGE_BYTES=%lld",
+				    dq_cfg.max_image_bytes);
+			else
+				dq_err_set(&err, DQ_SCOPE_RECORD, errno == ENOENT ? DQ_EX_NOINPUT : DQ_EX_IOERR,
+				    0, errno == ENOENT ? "no_such_file" : "read_error", "%s", strerror(errno));
+			dq_log_err(DQ_ERROR, "analyze_failed", json_pack("{s:s}", "file", files[i]), &err);
+			dq_record_set_error(rec, "analyze", &err);
+			merge_status(err.status);
+			emit(rec);
+			json_decref(rec);
+			continue;
+		}
+		/* No message: one stands in, named by the content, dated by the file. */
+		dq_sha256_hex(data, len, sha);
+		dq_uuid_v5("6ba7b811-9dad-11d1-80b4-00c04fd430c8", sha, id);
+		dq_rfc3339(sb.st_mtime, when);
+		if (dq_image_sniff(data, len, &in, &err) < 0)
+			in.type = DQ_IMG_UNKNOWN;
+		msg = json_pack("{s:s,s:s,s:{s:s,s:s,s:s?,s:{}}}", "image_id", id, "ingested_at", when,
+		    "metadata", "product_sku", sku, "file", files[i],
+		    "content_type", in.type == DQ_IMG_UNKNOWN ? NULL : dq_image_mime(in.type), "extra");
+		if (annotate_dir) {
+			char *base = dq_xstrdup(files[i]), *b = basename(base), *dot = strrchr(b, '.');
+
+			if (dot && dot != b)
+				*dot = '\0';
+			annot = dq_xasprintf("%s/%s.png", annotate_dir, b);
+			free(base);
+		}
+		if ((doc = analyze(msg, data, len, NULL, annot, &err))) {
+			json_object_set_new(rec, "artifact", doc);
+			if (annot)
+				json_object_set_new(rec, "annotation", json_string(annot));
+		} else {
+			if (err.scope == DQ_SCOPE_SYSTEM)
+				stop(&err, json_pack("{s:s}", "file", files[i]));
+			dq_log_err(DQ_ERROR, "analyze_failed", json_pack("{s:s}", "file", files[i]), &err);
+			dq_record_set_error(rec, "analyze", &err);
+			merge_status(err.status);
+		}
+		emit(rec);
+		json_decref(rec);
+		json_decref(msg);
+		free(annot);
+		free(data);
+	}
+}
+
+/* --check: the store and the analyzer, before any record is touched. */
+static _Noreturn void
+check(void)
+{
+	struct dq_err err;
+	int st = 0;
+
+	if (!(store = dq_store_open(&err)) || store->ops->check(store, &err) < 0 ||
+	    !(an = dq_analyzer_open(&err)) || an->ops->check(an, NULL, &err) < 0) {
+		st = err.status == DQ_EX_CONFIG || err.status == DQ_EX_USAGE ? err.status : DQ_EX_UNAVAILABLE;
+		dq_log_err(DQ_ERROR, "check_failed", NULL, &err);
+	} else
+		dq_log(DQ_INFO, "check_ok", json_pack("{s:s}", "analyzer", an->ops->name),
+		    "configuration, store and analyzer are usable");
+	dq_analyzer_close(an);
+	dq_store_close(store);
+	exit(dq_finish_stdout(st));
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option opts[] = {
+		{ "jobs", required_argument, NULL, 'j' },
+		{ "skip-existing", no_argument, NULL, 'S' },
+		{ "force", no_argument, NULL, 'F' },
+		{ "annotate", required_argument, NULL, 'a' },
+		{ "sku", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "print-config", no_argument, NULL, 'P' },
+		{ "check", no_argument, NULL, 'C' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *sku = NULL;
+	long nthreads = 1;
+	int c, do_check = 0, jset = 0;
+	struct dq_err err;
+	struct stat sb;
+	char *end;
+
+	dq_init(argv[0]);
+	dq_cli_config();
+	while ((c = getopt_long(argc, argv, "hj:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			nthreads = strtol(optarg, &end, 10);
+			if (*end || nthreads < 1 || nthreads > 1000)
+				usage("-j wants a number from 1 to 1000");
+			jset = 1;
+			break;
+		case 'S': skip_existing = 1; force = 0; break;
+		case 'F': force = 1; skip_existing = 0; break;
+		case 'a': annotate_dir = optarg; break;
+		case 's': sku = optarg; break;
+		case 'h': usage(NULL); break;
+		case 'V': dq_cli_version(); break;
+		case 'P': dq_cli_print_config(); break;
+		case 'C': do_check = 1; break;
+		default: usage("unknown option");
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (do_check)
+		check();
+	if (argc > 0 && (jset || skip_existing || force))
+		usage("-j, --skip-existing and --force apply to records, not FILE arguments");
+	if (argc == 0 && sku)
+		usage("--sku applies to FILE arguments");
+	if (sku && !dq_safe_token(sku))
+		usage("--sku may hold only letters, digits, '.', '_' and '-'");
+	if (annotate_dir && (stat(annotate_dir, &sb) < 0 || !S_ISDIR(sb.st_mode)))
+		usage("--annotate wants an existing directory");
+	if (argc > 0 && !sku && !(sku = default_sku()))
+		usage("--sku is required unless DQ_REFERENCE_DIR holds exactly one SKU");
+
+	if (!(an = dq_analyzer_open(&err)))
+		stop(&err, NULL);
+	dq_log(DQ_INFO, "backend", json_pack("{s:s}", "analyzer", an->ops->name),
+	    "analyzer: %s", an->ops->name);
+	if (argc > 0)
+		run_files(argv, argc, sku);
+	else {
+		if (!(store = dq_store_open(&err)))
+			stop(&err, NULL);
+		run_records(nthreads);
+	}
+	for (size_t i = 0; i < 8 && queues[i]; i++)
+		dq_queue_close(queues[i]);
+	dq_analyzer_close(an);
+	dq_store_close(store);
+	return dq_finish_stdout(status);
+}
