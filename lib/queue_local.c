@@ -80,6 +80,7 @@ struct ent {
 	unsigned long dc;
 	long long exp;		/* locked/ only */
 	int dl;			/* locked/ only: taken from dead/ */
+	int locked;		/* listed from locked/ */
 	char token[37];		/* locked/ only */
 	char name[NAME_MAX + 1];
 };
@@ -283,6 +284,7 @@ list_dir(struct spool *sp, const char *sub, int dl, struct ent **out,
 			break;
 		if (parse_name(de->d_name, locked, &e) < 0 || (locked && e.dl != dl))
 			continue;
+		e.locked = locked;
 		if (*n == cap) {
 			cap = cap ? cap * 2 : 64;
 			*out = dq_xrealloc(*out, cap * sizeof **out);
@@ -300,13 +302,19 @@ list_dir(struct spool *sp, const char *sub, int dl, struct ent **out,
 	return 0;
 }
 
-/* Create, write, fsync and close path. */
+/*
+ * Create, write, fsync and close a temporary file.  A leftover of the same
+ * name is unlinked, never truncated: after a crash between link() and
+ * unlink() it is a second name of a published message.
+ */
 static int
 write_file(const char *path, const void *data, size_t len)
 {
 	int fd, e;
 
-	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, FILE_MODE)) < 0)
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -1;
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, FILE_MODE)) < 0)
 		return -1;
 	if (dq_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
 		e = errno;
@@ -629,22 +637,19 @@ peek(struct spool *sp, int max, int dl, json_t *out, struct dq_err *err)
 {
 	char path[PATH_MAX];
 	struct ent *v = NULL;
-	size_t n = 0, nsrc;
+	size_t n = 0;
 	int count = 0, r, ret = -1;
 	json_t *doc;
 
 	if (list_dir(sp, dl ? "dead" : "ready", 0, &v, &n, err) < 0)
 		goto out;
-	nsrc = n;
 	if (list_dir(sp, "locked", dl, &v, &n, err) < 0)
 		goto out;
-	for (size_t i = 0; i < n; i++)
-		v[i].dl = i >= nsrc;	/* reused below as "is locked" */
 	if (n > 1)
 		qsort(v, n, sizeof *v, cmp_ent);
 	for (size_t i = 0; i < n && count < max; i++) {
 		if (mkpath(path, sizeof path, "%s/%s/%s", sp->dir,
-		    v[i].dl ? "locked" : dl ? "dead" : "ready", v[i].name) < 0) {
+		    v[i].locked ? "locked" : dl ? "dead" : "ready", v[i].name) < 0) {
 			syserr(err, "name", sp->dir);
 			goto out;
 		}
@@ -656,7 +661,7 @@ peek(struct spool *sp, int max, int dl, json_t *out, struct dq_err *err)
 			continue;	/* moved meanwhile, or corrupt */
 		}
 		json_array_append_new(out, make_record(sp, doc, v[i].seq, v[i].dc,
-		    NULL, v[i].dl ? v[i].exp : 0, dl, 1));
+		    NULL, v[i].locked ? v[i].exp : 0, dl, 1));
 		json_decref(doc);
 		count++;
 	}

@@ -781,6 +781,37 @@ fail:
 	return -1;
 }
 
+/*
+ * A sender that crashed between publishing and removing its temporary
+ * name leaves a second name of the message in tmp/: a later sender of
+ * the same pid must not write through it.
+ */
+static int
+t_crash_leftover(void)
+{
+	struct dq_queue *q = qopen("leftover");
+	json_t *out = NULL;
+	char from[4096], to[4096];
+
+	CHECK(q);
+	CHECK(send_n(q, "m1", 1) == 0);
+	snprintf(from, sizeof from, "%s/queues/leftover/ready/0000000000000001.0", top);
+	snprintf(to, sizeof to, "%s/queues/leftover/tmp/msg.%ld", top, (long)getpid());
+	CHECK(link(from, to) == 0);
+	CHECK(send_n(q, "m2", 2) == 0);
+	CHECK((out = recv_(q, 10, 0, 0)) && json_array_size(out) == 2);
+	CHECK(num(json_array_get(out, 0)) == 1 && num(json_array_get(out, 1)) == 2);
+	CHECK(strcmp(sval(rc(json_array_get(out, 0)), "message_id"), "m1") == 0);
+	json_decref(out);
+	q->ops->close(q);
+	return 0;
+fail:
+	json_decref(out);
+	if (q)
+		q->ops->close(q);
+	return -1;
+}
+
 /* A lost counter is rebuilt from the directories. */
 static int
 t_counter(void)
@@ -1128,6 +1159,7 @@ static const struct {
 	{ "open_errors", t_open_errors },
 	{ "system_error", t_system_error },
 	{ "corrupt", t_corrupt },
+	{ "crash_leftover", t_crash_leftover },
 	{ "counter", t_counter },
 	{ "permissions", t_permissions },
 	{ "concurrent_receivers", t_concurrent_receivers },
