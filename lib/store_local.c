@@ -28,9 +28,13 @@ static int
 sys_err(struct dq_err *err, const char *what, const char *path)
 {
 	int e = errno;
-	int st = (e == EACCES || e == EPERM || e == EROFS) ? DQ_EX_CONFIG : DQ_EX_IOERR;
+	/* Permissions and a path that is no directory are configuration;
+	 * a full disk passes; anything else is an I/O error. */
+	int cfg = e == EACCES || e == EPERM || e == EROFS || e == ENOTDIR ||
+	    e == ENAMETOOLONG || e == ELOOP;
+	int st = cfg ? DQ_EX_CONFIG : e == ENOSPC || e == EDQUOT ? DQ_EX_TEMPFAIL : DQ_EX_IOERR;
 
-	dq_err_system(err, st, e == EACCES || e == EPERM ? "store_denied" : "store_io",
+	dq_err_system(err, st, cfg ? "store_config" : "store_io",
 	    "local store: %s %s: %s", what, path, strerror(e));
 	return -1;
 }
