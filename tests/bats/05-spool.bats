@@ -129,6 +129,9 @@ event_field() {
 		[ -x "$p" ] && [ "$(stat -c %A "$p" | cut -c10)" != - ] || chmod o+x "$p"
 		p=$(dirname "$p")
 	done
+	# and run copies of the programs: the build tree may be out of its reach
+	mkdir -m 755 "$BATS_TEST_TMPDIR/bin"
+	cp "$(command -v dq-enqueue)" "$(command -v dq-dequeue)" "$BATS_TEST_TMPDIR/bin/"
 	mkdir -m 2770 "$DQ_LOCAL_DIR"
 	chgrp nogroup "$DQ_LOCAL_DIR"
 	msg='{"message":{"image_id":"IDX","ingested_at":"2026-11-28T10:00:00Z","metadata":{"product_sku":"WK-KN-200","facility":"yangjiang","source_blob":{"container":"raw-images","blob_name":"IDX.jpg"},"content_type":"image/jpeg","extra":{}},"image":{"size":1,"sha256":"00","width":1,"height":1}}}'
@@ -138,7 +141,8 @@ event_field() {
 	echo "${msg//IDX/33333333-3333-4333-8333-333333333333}" >"$BATS_TEST_TMPDIR/third"
 	chmod 644 "$BATS_TEST_TMPDIR/third"
 
-	run --separate-stderr setpriv --reuid=nobody --regid=nogroup --clear-groups bash -c \
+	run --separate-stderr env PATH="$BATS_TEST_TMPDIR/bin:$PATH" \
+		setpriv --reuid=nobody --regid=nogroup --clear-groups bash -c \
 		'umask 002 && dq-enqueue <"$1" >/dev/null && dq-dequeue -n 1 -w 0 | dq-dequeue --settle' \
 		- "$BATS_TEST_TMPDIR/third"
 	assert_success
