@@ -52,7 +52,7 @@ struct params {
 };
 
 static const struct params default_params = {
-	.k = 5, .k_low = 3, .jitter_px = 0.5, .jitter_deg = 0.05,
+	.k = 5, .k_low = 3, .jitter_px = 0.35, .jitter_deg = 0.05,
 	.min_area = 20, .merge_gap = 12, .outline_px = 3, .working_size = 800,
 };
 
@@ -1113,15 +1113,19 @@ model_get(struct refan *ra, const char *sku, struct dq_err *err)
 		return NULL;
 	}
 	skudir = dq_xasprintf("%s/%s", ra->refdir, sku);
+	{
+		/* DQ_REFERENCE_DIR itself must be a readable directory */
+		DIR *top = opendir(ra->refdir);
+
+		if (top == NULL) {
+			dq_err_system(err, DQ_EX_CONFIG, "reference_unreadable",
+			    "DQ_REFERENCE_DIR %s: %s", ra->refdir, strerror(errno));
+			goto fail;
+		}
+		closedir(top);
+	}
 	if ((d = opendir(skudir)) == NULL) {
 		if (errno == ENOENT || errno == ENOTDIR) {
-			struct stat st;
-
-			if (stat(ra->refdir, &st) == -1 && errno != ENOENT) {
-				dq_err_system(err, DQ_EX_CONFIG, "reference_unreadable",
-				    "%s: %s", ra->refdir, strerror(errno));
-				goto fail;
-			}
 			dq_err_record(err, "no_reference",
 			    "no reference images for SKU %s: put known-good images in %s/",
 			    sku, skudir);

@@ -94,7 +94,7 @@ decode_jpeg(const unsigned char *data, size_t len, int ch, int min_w,
 	ci.dct_method = JDCT_ISLOW;
 	/* The smallest M/8 that still covers the minimum size. */
 	ci.scale_denom = 8;
-	for (num = 1; num < 8; num++) {
+	for (num = min_w > 0 || min_h > 0 ? 1 : 8; num < 8; num++) {
 		ci.scale_num = num;
 		jpeg_calc_output_dimensions(&ci);
 		if ((int)ci.output_width >= min_w && (int)ci.output_height >= min_h)

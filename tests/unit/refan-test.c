@@ -20,6 +20,8 @@
  * refan-test [-r REFDIR] [-c CACHEDIR] [-s SKU] time FILE N
  *	analyzes FILE N times after one warm-up; prints {"ms_per_image"}.
  * refan-test annotate IN OUT.png BOXES-JSON
+ * refan-test open
+ *	opens the analyzer the environment chooses (DESIGN §1); prints its name.
  * REFDIR defaults to DIR/reference for eval, else $DQ_REFERENCE_DIR.
  */
 
@@ -30,7 +32,7 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: refan-test [-r REFDIR] [-c CACHEDIR] [-s SKU] [-j N] "
-	    "analyze FILE... | eval DIR | time FILE N | annotate IN OUT BOXES\n");
+	    "analyze FILE... | eval DIR | time FILE N | annotate IN OUT BOXES | open\n");
 	exit(DQ_EX_USAGE);
 }
 
@@ -73,6 +75,7 @@ analyze_one(const char *path, json_t **res, double *ms)
 	double t0;
 	int rc;
 
+	*res = NULL;
 	if (load(path, &data, &len) == -1)
 		return -1;
 	t0 = now_ms();
@@ -256,6 +259,16 @@ main(int argc, char *argv[])
 		}
 		json_decref(boxes);
 		free(data);
+		return 0;
+	}
+	if (strcmp(argv[0], "open") == 0) {
+		/* the choice of DESIGN §1, from the environment */
+		if (dq_config_load(&err) == -1 || (an = dq_analyzer_open(&err)) == NULL) {
+			fprintf(stderr, "refan-test: %s\n", err.msg);
+			return err.status;
+		}
+		printf("{\"analyzer\":\"%s\"}\n", an->ops->name);
+		dq_analyzer_close(an);
 		return 0;
 	}
 	if (strcmp(argv[0], "eval") == 0 && argc == 2 && refdir == NULL)
