@@ -39,30 +39,66 @@ malformed(struct dq_reader *r, const char *why)
 	    r->name, r->line, why);
 }
 
+/*
+ * One line into r->buf, at most DQ_MAX_LINE bytes kept: a longer line is
+ * read through to its end and reported, never held whole in memory.
+ * Returns the length (0 at end of input), -1 on a read error; *toolong
+ * and *newline say how the line ended.
+ */
+static ssize_t
+read_line(struct dq_reader *r, int *toolong, int *newline)
+{
+	size_t n = 0;
+	int c;
+
+	*toolong = *newline = 0;
+	if (!r->buf)
+		r->buf = dq_xmalloc(r->cap = 4096);
+	while ((c = getc(r->fp)) != EOF) {
+		if (c == '\n') {
+			*newline = 1;
+			break;
+		}
+		if (n >= (size_t)DQ_MAX_LINE) {
+			*toolong = 1;
+			continue;
+		}
+		if (n + 2 > r->cap)
+			r->buf = dq_xrealloc(r->buf, r->cap *= 2);
+		r->buf[n++] = (char)c;
+	}
+	if (c == EOF && ferror(r->fp))
+		return -1;
+	r->buf[n] = '\0';
+	return (ssize_t)n + *newline + *toolong;
+}
+
 int
 dq_read_record(struct dq_reader *r, json_t **rec)
 {
 	ssize_t n;
+	int toolong, newline;
 	json_t *j;
 	json_error_t je;
 
 	*rec = NULL;
 	for (;;) {
-		errno = 0;
-		n = getline(&r->buf, &r->cap, r->fp);
+		n = read_line(r, &toolong, &newline);
 		if (n < 0)
-			return ferror(r->fp) ? -2 : 0;
+			return -2;
+		if (n == 0)
+			return 0;
 		r->line++;
-		if (n == 1 && r->buf[0] == '\n')
+		if (n == 1 && newline)
 			continue;	/* blank lines separate nothing */
 		break;
 	}
-	if (r->buf[n - 1] != '\n') {
-		malformed(r, "line not terminated (writer interrupted?)");
+	if (toolong) {
+		malformed(r, "line longer than 16 MiB");
 		return -1;
 	}
-	if (n > DQ_MAX_LINE) {
-		malformed(r, "line too long");
+	if (!newline) {
+		malformed(r, "line not terminated (writer interrupted?)");
 		return -1;
 	}
 	j = json_loadb(r->buf, (size_t)n - 1, JSON_REJECT_DUPLICATES, &je);

@@ -101,3 +101,12 @@ setup() {
 	run --separate-stderr sh -c 'dq-put --version >/dev/full'
 	assert_failure 74
 }
+
+@test "a line over 16 MiB is a malformed record and the next line still counts" {
+	dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" 2>/dev/null >"$BATS_TEST_TMPDIR/one"
+	{ printf '{"pad":"'; head -c 17000000 /dev/zero | tr '\0' x; printf '"}\n'; cat "$BATS_TEST_TMPDIR/one"; } >"$BATS_TEST_TMPDIR/in"
+	run --separate-stderr dq-enqueue <"$BATS_TEST_TMPDIR/in"
+	assert_failure 65
+	assert_equal "$(jq -r 'select(.event == "malformed") | "\(.line) \(.msg)"' <<<"$stderr")" "1 <stdin>:1: malformed record: line longer than 16 MiB"
+	assert_equal "$(jq -r .enqueued.queue <<<"$output")" defect-jobs
+}
