@@ -78,8 +78,14 @@ install: all
 BATS ?= bats
 BATS_JOBS ?=
 TEST_ENV = DQ_TOP="$(CURDIR)" DQ_BUILD="$(abspath $(B))"
-check: all $(UNIT)
-	@command -v $(BATS) >/dev/null || { echo "dq: bats is missing; run 'make deps-test'" >&2; exit 1; }
+# check and demo are the whole set-up on a fresh machine: they install what
+# is missing first (as root; otherwise deps.sh prints the apt-get line),
+# then build in a new make that sees the libraries just installed.
+check:
+	sh tools/deps.sh test
+	$(MAKE) check-run
+
+check-run: all $(UNIT)
 	$(TEST_ENV) $(BATS) $(BATS_JOBS) tests/bats
 
 check-long: all $(UNIT)
@@ -88,9 +94,12 @@ check-long: all $(UNIT)
 # The same suite built with AddressSanitizer and UndefinedBehaviorSanitizer.
 SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 check-asan:
-	$(MAKE) check B=build/asan CFLAGS="-O1 -g $(SAN)" LDFLAGS="$(SAN)"
+	sh tools/deps.sh test
+	$(MAKE) check-run B=build/asan CFLAGS="-O1 -g $(SAN)" LDFLAGS="$(SAN)"
 
-demo: all
+demo:
+	sh tools/deps.sh build
+	$(MAKE) all
 	bash tools/demo.sh
 
 lint:
@@ -106,4 +115,4 @@ deps-test:
 clean:
 	rm -rf bin lib/*.o lib/libdq.a tools/dq-synth tests/unit/*-test build tests/fuzz/fuzz-ingest
 
-.PHONY: all deps-check install check check-long check-asan demo lint deps-build deps-test clean
+.PHONY: all deps-check install check check-run check-long check-asan demo lint deps-build deps-test clean
