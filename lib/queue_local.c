@@ -21,7 +21,9 @@
  * stale directory listing can never take a message twice: after a
  * redelivery it is ready/S.1, and a rename of ready/S.0 fails.  The lock
  * token in the name is what a receipt must present: a stale token names
- * no file, so it can neither complete nor renew.
+ * no file, so it can neither complete nor renew.  Expired leases are
+ * returned by the next receive (of any process); until then the holder
+ * may still settle or renew, since no one else can have the message.
  *
  * Sending takes the flock (duplicate detection and the counter need it);
  * nothing else does.  The file is written in tmp/, fsynced, linked into
@@ -36,13 +38,17 @@
  * tmp/claim.X (one process wins), the dead file is written and linked
  * into dead/, then the claim is removed.  A claim left by a crashed
  * process (ctime older than a minute: rename sets ctime) goes back to
- * locked/ under its old, expired name, so the next sweep decides again;
+ * locked/ under its old name, so a sweep decides again once it expires;
  * if its dead file had already been linked, the claim is just removed.
  *
  * What survives a crash: a sent message (fsynced before send returns), and
  * every message at least once.  A take, a renew or a completion is not
  * fsynced: after a crash the message may be delivered again with a lower
  * count, which at-least-once delivery allows.
+ *
+ * Receiving lists ready/ each time (O(n log n) in the backlog): a spool
+ * for one machine's workers, not for millions of waiting messages.  Peek
+ * does not wait, as on Service Bus.
  *
  * Several users may share a spool: directories are created setgid and
  * group-writable as the umask allows, files 0664 less the umask.
@@ -516,10 +522,12 @@ sweep(struct spool *sp, struct dq_err *err)
 		    lstat(from, &st) < 0 ||
 		    now - ctime_ms(&st) < (claim ? CLAIM_STALE_MS : TMP_STALE_MS))
 			continue;
-		if (!claim || parse_name(de->d_name + 6, 1, &e) < 0) {
-			unlink(from);
+		if (!claim) {
+			unlink(from);	/* never sent, or a second name of a sent one */
 			continue;
 		}
+		if (parse_name(de->d_name + 6, 1, &e) < 0)
+			continue;
 		if (mkpath(to, sizeof to, "%s/dead/%0*llu.%lu", sp->dir,
 		    SEQ_DIGITS, e.seq, e.dc) == 0 && access(to, F_OK) == 0) {
 			unlink(from);
