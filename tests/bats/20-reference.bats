@@ -248,3 +248,16 @@ setup() {
 	assert_success
 	assert_output "1600 1200 (255, 32, 32) (255, 32, 32) True"
 }
+
+@test "dq-reference(7) examples run" {
+	cd "$BATS_TEST_TMPDIR"
+	local script
+	script=$(awk '/^\.Sh /{ex = ($2 == "EXAMPLES")} ex && /^\$ /{sub(/^\$ /, ""); gsub(/\\e/, "\\"); print}' "$DQ_TOP/man/dq-reference.7")
+	[ -n "$script" ]
+	run --separate-stderr bash -euo pipefail -c "$script"
+	assert_success
+	assert_equal "${#lines[@]}" 2
+	assert_line --index 0 --regexp '^\["chip","major",\[\{"x":[0-9]+,"y":[0-9]+,"width":[0-9]+,"height":[0-9]+\}\]\]$'
+	assert_line --index 1 '["none","none",[]]'
+	[ -f "$BATS_TEST_TMPDIR/cache/WK-KN-200.$(jq -r .analysis.reference.model_sha256 <<<"$(DQ_REFERENCE_DIR=$PWD/knives/reference DQ_CACHE_DIR=$PWD/cache "$REFAN" analyze knives/samples/good-001.jpg)").model" ]
+}
