@@ -397,6 +397,7 @@ process(struct job *j)
 	}
 	if (annotate_dir)
 		annot = dq_xasprintf("%s/%s.png", annotate_dir, id);
+	dq_log(DQ_DEBUG, "analyzing", ctx_of(msg, NULL), "analyzing %s/%s", cont, blob);
 	doc = analyze(msg, data, len,
 	    json_string_value(json_object_get(json_object_get(msg, "image"), "sha256")), annot, &err);
 	if (!doc && err.scope == DQ_SCOPE_SYSTEM)

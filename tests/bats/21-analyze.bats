@@ -1,0 +1,241 @@
+#!/usr/bin/env bats
+# dq-analyze: the artifact's shape and determinism, --skip-existing,
+# record errors and system errors, lock keeping, shutdown, terminal mode.
+
+load helpers
+
+setup_file() {
+	# One synthetic set for the file: references, good parts, defects.
+	dq-synth -s 21 -o "$BATS_FILE_TMPDIR/s" -W 640 -H 480 --refs 3 --good 2 --defects 2 >/dev/null 2>&1
+}
+
+setup() {
+	dq_env
+	S=$BATS_FILE_TMPDIR/s
+	export DQ_ANALYZER=reference DQ_REFERENCE_DIR=$S/reference DQ_CACHE_DIR=$BATS_FILE_TMPDIR/cache
+}
+
+# put FILE...: message records of the files, stored under WK-KN-200.
+put() {
+	dq-put --sku "${SKU:-WK-KN-200}" --facility yangjiang "$@" 2>/dev/null
+}
+
+# strip_times: an artifact without its two time fields.
+strip_times() {
+	jq -c 'del(.timestamps.processed_at, .analysis.duration_ms)'
+}
+
+@test "an artifact has DESIGN's keys in DESIGN's order" {
+	put "$S/samples/good-001.jpg" >"$BATS_TEST_TMPDIR/m"
+	run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/m"
+	assert_success
+	assert_equal "$(jq -c '.artifact | keys_unsorted' <<<"$output")" \
+		'["image_id","timestamps","metadata","defect_findings","model_version","analysis"]'
+	assert_equal "$(jq -c '.artifact.timestamps | keys_unsorted' <<<"$output")" '["ingested_at","processed_at"]'
+	assert_equal "$(jq -c '.artifact.defect_findings | keys_unsorted' <<<"$output")" \
+		'["defect_detected","defect_type","severity","description","confidence","bounding_boxes"]'
+	assert_equal "$(jq -c '.artifact.analysis | keys_unsorted | [first, .[-2], last]' <<<"$output")" \
+		'["analyzer","image","duration_ms"]'
+	assert_equal "$(jq -c '.artifact.analysis.image | keys_unsorted' <<<"$output")" '["sha256","width","height"]'
+	# what it copies from the message, it copies exactly
+	assert_json_equal "$(jq -c '.artifact.metadata' <<<"$output")" "$(jq -c .message.metadata "$BATS_TEST_TMPDIR/m")"
+	assert_equal "$(jq -r '.artifact | [.image_id, .timestamps.ingested_at, .analysis.image.sha256, .analysis.image.width, .analysis.image.height, .analysis.analyzer] | join(" ")' <<<"$output")" \
+		"$(jq -r '.message | [.image_id, .ingested_at, .image.sha256, 640, 480, "reference"] | join(" ")' "$BATS_TEST_TMPDIR/m")"
+	[[ "$(jq -r .artifact.timestamps.processed_at <<<"$output")" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$ ]]
+	assert_equal "$(jq -r '.artifact.defect_findings | [.defect_detected, .defect_type, .severity] | join(" ")' <<<"$output")" "false none none"
+	assert_equal "$(jq -r '.artifact.analysis.duration_ms | type' <<<"$output")" number
+	# the record keeps its other keys
+	assert_json_equal "$(jq -c 'del(.artifact)' <<<"$output")" "$(cat "$BATS_TEST_TMPDIR/m")"
+}
+
+@test "the same message analyzed twice gives the same bytes apart from the time fields" {
+	local f
+	f=$(ls "$S"/samples/*.jpg | grep -v good | head -1)
+	put "$f" >"$BATS_TEST_TMPDIR/m"
+	run --separate-stderr bash -c 'cat "$1" "$1" | dq-analyze -j 2' _ "$BATS_TEST_TMPDIR/m"
+	assert_success
+	assert_equal "$(wc -l <<<"$output")" 2
+	assert_equal "$(jq -r .artifact.defect_findings.defect_detected <<<"$output" | sort -u)" true
+	assert_equal "$(strip_times <<<"$(jq -c .artifact <<<"$output")" | sort -u | wc -l)" 1
+	# and a third run, in another process, agrees byte for byte
+	run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/m"
+	assert_success
+	assert_equal "$(jq -c .artifact <<<"$output" | strip_times)" "$(jq -c .artifact <<<"$(head -1 <<<"$output")" | strip_times)"
+}
+
+@test "an image whose SKU has no reference is a permanent record error naming the directory" {
+	SKU=WK-KN-999 put "$S/samples/good-001.jpg" >"$BATS_TEST_TMPDIR/m"
+	run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/m"
+	assert_failure 65
+	assert_equal "$(jq -r '.error | [.stage, .code, .retryable, .scope] | join(" ")' <<<"$output")" "analyze no_reference false record"
+	assert_regex "$(jq -r .error.message <<<"$output")" "$DQ_REFERENCE_DIR/WK-KN-999"
+	assert_equal "$(jq -r .artifact <<<"$output")" null
+}
+
+@test "a permanent error leaves a failure marker and a later delivery is skipped as failed, unanalyzed" {
+	SKU=WK-KN-999 put "$S/samples/good-001.jpg" >"$BATS_TEST_TMPDIR/m"
+	local id
+	id=$(jq -r .message.image_id "$BATS_TEST_TMPDIR/m")
+	run --separate-stderr bash -c 'set -o pipefail; dq-analyze --skip-existing <"$1" | dq-put' _ "$BATS_TEST_TMPDIR/m"
+	assert_failure 65
+	assert_equal "$(jq -r .stored.blob_name <<<"$output")" "$id.error.json"
+	assert_equal "$(jq -r .error.code "$DQ_LOCAL_DIR/store/processed-images/$id.error.json")" no_reference
+	run --separate-stderr dq-analyze --skip-existing <"$BATS_TEST_TMPDIR/m"
+	assert_success
+	assert_equal "$(jq -c .skipped <<<"$output")" '{"reason":"failed"}'
+	assert_equal "$(jq -r .error <<<"$output")" null
+	refute_regex "$(log_events "$stderr")" 'analyz'
+}
+
+@test "--skip-existing finds the artifact and calls no analyzer; --force analyzes anyway" {
+	put "$S/samples/good-001.jpg" >"$BATS_TEST_TMPDIR/m"
+	dq-analyze <"$BATS_TEST_TMPDIR/m" 2>/dev/null | dq-put >/dev/null 2>&1
+	run --separate-stderr dq-analyze --skip-existing <"$BATS_TEST_TMPDIR/m"
+	assert_success
+	assert_equal "$(jq -c .skipped <<<"$output")" '{"reason":"processed"}'
+	assert_equal "$(jq -r .artifact <<<"$output")" null
+	assert_equal "$(log_events "$stderr" | grep -c '^analyzed$')" 0
+	assert_equal "$(log_events "$stderr" | grep -c '^skipped$')" 1
+	run --separate-stderr dq-analyze --skip-existing --force <"$BATS_TEST_TMPDIR/m"
+	assert_success
+	assert_equal "$(jq -r .skipped <<<"$output")" null
+	assert_equal "$(jq -r .artifact.image_id <<<"$output")" "$(jq -r .message.image_id "$BATS_TEST_TMPDIR/m")"
+}
+
+@test "an image that differs from the message's checksum is a permanent record error" {
+	put "$S/samples/good-001.jpg" | jq -c '.message.image.sha256 = ("0" * 64)' >"$BATS_TEST_TMPDIR/m"
+	run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/m"
+	assert_failure 65
+	assert_equal "$(jq -r '.error | [.code, .retryable] | join(" ")' <<<"$output")" "checksum_mismatch false"
+}
+
+@test "records with an error or without a message pass through untouched, and count for nothing" {
+	local e='{"message":{"image_id":"x"},"error":{"stage":"put","code":"c","message":"m","retryable":false,"scope":"record"},"z":[1,0.1]}'
+	local o='{"file":"a.jpg","other":{"k":true}}'
+	run --separate-stderr dq-analyze <<<"$e"$'\n'"$o"
+	assert_success
+	assert_equal "$output" "$e"$'\n'"$o"
+}
+
+@test "a malformed message is a record error; a malformed line is reported with its position" {
+	run --separate-stderr dq-analyze <<<'{"message":{"image_id":"nope"}}'$'\n''{"message":'
+	assert_failure 65
+	assert_equal "$(jq -r .error.code <<<"$output")" bad_message
+	assert_regex "$stderr" '<stdin>:2'
+}
+
+@test "a misconfigured analyzer is a system error: exit 78, no record emitted" {
+	put "$S/samples/good-001.jpg" "$S/samples/good-002.jpg" >"$BATS_TEST_TMPDIR/m"
+	mkdir -p "$BATS_TEST_TMPDIR/ref"
+	cp -r "$S/reference/WK-KN-200" "$BATS_TEST_TMPDIR/ref/"
+	echo '{"k": "high"}' >"$BATS_TEST_TMPDIR/ref/WK-KN-200/reference.json"
+	DQ_REFERENCE_DIR=$BATS_TEST_TMPDIR/ref run --separate-stderr dq-analyze -j 2 <"$BATS_TEST_TMPDIR/m"
+	assert_failure 78
+	assert_output ""
+	assert_equal "$(log_events "$stderr" | grep -c system_error)" 1
+	assert_regex "$stderr" 'reference.json'
+}
+
+@test "--check asks the store and the analyzer: 0, or 78 before touching any record" {
+	run --separate-stderr dq-analyze --check
+	assert_success
+	assert_output ""
+	# a regular file where the reference directory should be (works as root too)
+	touch "$BATS_TEST_TMPDIR/not-a-dir"
+	DQ_REFERENCE_DIR=$BATS_TEST_TMPDIR/not-a-dir run --separate-stderr dq-analyze --check
+	assert_failure 78
+	assert_equal "$(log_events "$stderr" | tail -1)" check_failed
+	unset DQ_REFERENCE_DIR DQ_ANALYZER
+	run --separate-stderr dq-analyze --check
+	assert_failure 78
+	assert_regex "$stderr" 'no analyzer configured'
+}
+
+@test "a lock that cannot be renewed is never analyzed: retryable lock_lost" {
+	put "$S/samples/good-001.jpg" | dq-enqueue >/dev/null 2>&1
+	# a receipt whose lock is gone: another token, expired
+	dq-dequeue 2>/dev/null | jq -c '.receipt.lock_token = "stale" | .receipt.locked_until = "2020-01-01T00:00:00.000Z"' >"$BATS_TEST_TMPDIR/r"
+	LOG_LEVEL=DEBUG run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/r"
+	assert_failure 75
+	assert_equal "$(jq -r '.error | [.code, .retryable] | join(" ")' <<<"$output")" "lock_lost true"
+	refute_regex "$(log_events "$stderr")" 'analyzing|analyzed'
+}
+
+@test "a lock is renewed while the analysis outlasts the lease" {
+	put "$S/samples/good-001.jpg" | dq-enqueue >/dev/null 2>&1
+	export DQ_LOCK_SECONDS=1 DQ_TEST_ANALYZE_DELAY_MS=2500
+	dq-dequeue 2>/dev/null >"$BATS_TEST_TMPDIR/r"
+	LOG_LEVEL=DEBUG run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/r"
+	assert_success
+	[ "$(log_events "$stderr" | grep -c '^renewed$')" -ge 3 ]
+	# the receipt it passes on is the live one: settling it works
+	run --separate-stderr dq-dequeue --settle <<<"$output"
+	assert_success
+	assert_equal "$(jq -r '[.settled, .receipt.delivery_count] | join(" ")' <<<"$output")" "completed 1"
+}
+
+@test "SIGTERM: analyses in flight finish, records not started pass on as retryable shutdown" {
+	put "$S"/samples/good-00[12].jpg "$S"/samples/good-001.jpg >"$BATS_TEST_TMPDIR/m"
+	export DQ_TEST_ANALYZE_DELAY_MS=1500 LOG_LEVEL=DEBUG
+	mkfifo "$BATS_TEST_TMPDIR/in"
+	dq-analyze -j 1 <"$BATS_TEST_TMPDIR/in" >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
+	local pid=$!
+	local fd
+	exec {fd}>"$BATS_TEST_TMPDIR/in"
+	cat "$BATS_TEST_TMPDIR/m" >&$fd
+	wait_for 10 grep -q '"analyzing"' "$BATS_TEST_TMPDIR/err"
+	kill -TERM $pid
+	local st=0
+	wait $pid || st=$?
+	exec {fd}>&-
+	assert_equal "$st" 75
+	run sort <<<"$(jq -r 'if .artifact then "artifact" else .error.code + " " + (.error.retryable | tostring) end' "$BATS_TEST_TMPDIR/out")"
+	assert_output $'artifact\nshutdown true\nshutdown true'
+}
+
+@test "--annotate writes a PNG of each image with its boxes" {
+	put "$S/samples/good-001.jpg" >"$BATS_TEST_TMPDIR/m"
+	mkdir "$BATS_TEST_TMPDIR/ann"
+	run --separate-stderr dq-analyze --annotate "$BATS_TEST_TMPDIR/ann" <"$BATS_TEST_TMPDIR/m"
+	assert_success
+	local id
+	id=$(jq -r .message.image_id "$BATS_TEST_TMPDIR/m")
+	assert_equal "$(jq -r .annotation <<<"$output")" "$BATS_TEST_TMPDIR/ann/$id.png"
+	assert_equal "$(head -c 8 "$BATS_TEST_TMPDIR/ann/$id.png" | od -An -tx1 | tr -d ' ')" 89504e470d0a1a0a
+}
+
+@test "terminal mode: one record per file with file and artifact, touching no store" {
+	unset DQ_LOCAL_DIR
+	local bad=$BATS_TEST_TMPDIR/missing.jpg
+	run --separate-stderr dq-analyze --sku WK-KN-200 "$S/samples/good-001.jpg" "$bad"
+	assert_failure 66
+	assert_equal "$(wc -l <<<"$output")" 2
+	assert_equal "$(head -1 <<<"$output" | jq -r '[.file, .artifact.metadata.product_sku, .artifact.defect_findings.defect_detected] | join(" ")')" \
+		"$S/samples/good-001.jpg WK-KN-200 false"
+	assert_equal "$(tail -1 <<<"$output" | jq -r '[.file, .error.code] | join(" ")')" "$bad no_such_file"
+	# the only SKU under DQ_REFERENCE_DIR is the default; the id is the content's
+	run --separate-stderr dq-analyze "$S/samples/good-001.jpg"
+	assert_success
+	assert_equal "$(jq -r .artifact.metadata.product_sku <<<"$output")" WK-KN-200
+	local id=$(jq -r .artifact.image_id <<<"$output")
+	run --separate-stderr dq-analyze "$S/samples/good-001.jpg"
+	assert_equal "$(jq -r .artifact.image_id <<<"$output")" "$id"
+}
+
+@test "usage errors exit 64; a broken stdout exits 74" {
+	run --separate-stderr dq-analyze -j 0
+	assert_failure 64
+	run --separate-stderr dq-analyze -j 2 "$S/samples/good-001.jpg"
+	assert_failure 64
+	run --separate-stderr dq-analyze --sku WK-KN-200
+	assert_failure 64
+	run --separate-stderr dq-analyze --bogus
+	assert_failure 64
+	assert_regex "$stderr" 'usage: dq-analyze'
+	run --separate-stderr dq-analyze -h
+	assert_success
+	assert_line --index 0 --regexp '^usage: dq-analyze \[-j N\]'
+	put "$S/samples/good-001.jpg" >"$BATS_TEST_TMPDIR/m"
+	run --separate-stderr bash -c 'dq-analyze <"$1" >/dev/full' _ "$BATS_TEST_TMPDIR/m"
+	assert_failure 74
+}

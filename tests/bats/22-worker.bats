@@ -1,0 +1,206 @@
+#!/usr/bin/env bats
+# dq-worker: the whole job on the local spool and store.  What is
+# received is settled, nothing is lost, nothing is analyzed twice, and a
+# system error stops the worker without dead-lettering anything.
+
+load helpers
+
+setup_file() {
+	dq-synth -s 22 -o "$BATS_FILE_TMPDIR/s" -W 320 -H 240 --refs 3 --good 40 --defects 10 >/dev/null 2>&1
+}
+
+setup() {
+	dq_env
+	S=$BATS_FILE_TMPDIR/s
+	export DQ_ANALYZER=reference DQ_REFERENCE_DIR=$S/reference DQ_CACHE_DIR=$BATS_FILE_TMPDIR/cache
+	export DQ_WORKER_WAIT_SECONDS=0.2
+}
+
+# send N [SKU]: the first N samples stored and enqueued; their records in $BATS_TEST_TMPDIR/sent.
+send() {
+	# shellcheck disable=SC2012
+	dq-put --sku "${2:-WK-KN-200}" --facility yangjiang $(ls "$S"/samples/* | head -"$1") 2>/dev/null |
+		tee "$BATS_TEST_TMPDIR/sent" | dq-enqueue >/dev/null 2>&1
+}
+
+dead_count() {
+	find "$DQ_LOCAL_DIR/queues/defect-jobs/dead" -type f 2>/dev/null | wc -l
+}
+
+# settled: "settled delivery_count" of each record the worker printed, sorted and counted.
+settled() {
+	jq -r '[.settled, .receipt.delivery_count] | join(" ")' <<<"$1" | sort | uniq -c | sed 's/^ *//'
+}
+
+# Every lease in the spool has run out (the expiry in ms is the last part of the name).
+leases_expired() {
+	local f now
+	now=$(date +%s%3N)
+	for f in "$DQ_LOCAL_DIR"/queues/defect-jobs/locked/*; do
+		[ -e "$f" ] || continue
+		[ "${f##*.}" -lt "$now" ] || return 1
+	done
+}
+
+processed_sums() {
+	(cd "$DQ_LOCAL_DIR/store/processed-images" && sha256sum -- *)
+}
+
+@test "fifty images: fifty artifacts and an empty queue; re-sent with --new-id, none analyzed again" {
+	send 50
+	run --separate-stderr dq-worker --drain
+	assert_success
+	assert_equal "$(settled "$output")" "50 completed 1"
+	assert_equal "$(blob_count processed-images)" 50
+	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
+	assert_equal "$(log_events "$stderr" | grep -c '^analyzed$')" 50
+	assert_equal "$(jq -r 'select(.event == "worker_stop") | .reason + " " + (.status | tostring)' <<<"$stderr")" "drained 0"
+	local before
+	before=$(processed_sums)
+
+	dq-enqueue --new-id <"$BATS_TEST_TMPDIR/sent" >/dev/null 2>&1
+	assert_equal "$(ready_count)" 50
+	run --separate-stderr dq-worker --drain
+	assert_success
+	assert_equal "$(settled "$output")" "50 completed 1"
+	assert_equal "$(jq -r .skipped.reason <<<"$output" | sort -u)" processed
+	assert_equal "$(log_events "$stderr" | grep -c '^analyz')" 0
+	assert_equal "$(processed_sums)" "$before"
+	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
+}
+
+@test "a worker killed with SIGKILL mid-batch loses nothing: after the lease a second worker finishes all" {
+	send 5
+	export DQ_LOCK_SECONDS=1
+	DQ_TEST_ANALYZE_DELAY_MS=60000 setsid dq-worker --drain >"$BATS_TEST_TMPDIR/out1" 2>"$BATS_TEST_TMPDIR/err1" &
+	local pid=$!
+	wait_for 10 count_is 5 locked_count
+	kill -KILL -- -"$pid"
+	wait "$pid" || true
+	assert_equal "$(blob_count processed-images)" 0
+	wait_for 10 leases_expired
+	run --separate-stderr dq-worker --drain
+	assert_success
+	assert_equal "$(settled "$output")" "5 completed 2"
+	assert_equal "$(blob_count processed-images)" 5
+	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
+}
+
+@test "an analysis slower than the lease keeps its lock and is delivered once" {
+	send 3
+	export DQ_LOCK_SECONDS=1 DQ_TEST_ANALYZE_DELAY_MS=2500 LOG_LEVEL=DEBUG
+	dq-worker --drain >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
+	local pid=$!
+	# two renewals of each lock: the first lease is long gone
+	wait_for 10 count_is 6 grep -c '"event":"renewed"' "$BATS_TEST_TMPDIR/err"
+	run --separate-stderr dq-dequeue -n 10 -w 0
+	assert_success
+	assert_output ""
+	local st=0
+	wait "$pid" || st=$?
+	assert_equal "$st" 0
+	assert_equal "$(settled "$(cat "$BATS_TEST_TMPDIR/out")")" "3 completed 1"
+	assert_equal "$(blob_count processed-images)" 3
+	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
+}
+
+@test "a system error mid-batch stops the worker with its status and dead-letters nothing" {
+	# a threshold file the analyzer refuses: passes the preflight, fails
+	# on the first analysis (a configuration error that holds as root)
+	send 3
+	mkdir "$BATS_TEST_TMPDIR/ref"
+	cp -r "$S/reference/WK-KN-200" "$BATS_TEST_TMPDIR/ref/"
+	echo '{"k": -1}' >"$BATS_TEST_TMPDIR/ref/WK-KN-200/reference.json"
+	export DQ_LOCK_SECONDS=1
+	DQ_REFERENCE_DIR=$BATS_TEST_TMPDIR/ref run --separate-stderr dq-worker --drain
+	assert_failure 78
+	assert_output ""
+	assert_equal "$(jq -r 'select(.event == "system_error") | .prog' <<<"$stderr" | sort -u | tr '\n' ' ')" "dq-analyze dq-worker "
+	assert_equal "$(dead_count) $(blob_count processed-images)" "0 0"
+	# the messages come back when their leases run out
+	run --separate-stderr dq-dequeue -n 10 -w 5
+	assert_success
+	assert_equal "$(jq -r .receipt.delivery_count <<<"$output" | sort | uniq -c | sed 's/^ *//')" "3 2"
+}
+
+@test "a failed preflight exits 78 before any message is touched" {
+	send 2
+	# a regular file where the reference directory should be (chmod 000 would not stop root)
+	touch "$BATS_TEST_TMPDIR/file"
+	DQ_REFERENCE_DIR=$BATS_TEST_TMPDIR/file run --separate-stderr dq-worker --drain
+	assert_failure 78
+	assert_equal "$(log_events "$stderr" | grep -c preflight_failed)" 1
+	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "2 0 0"
+	run --separate-stderr dq-dequeue --peek -n 10 -w 0
+	assert_equal "$(jq -r .receipt.delivery_count <<<"$output" | sort -u)" 0
+}
+
+@test "SIGTERM during a batch settles everything received and exits 0" {
+	send 3
+	export WORKER_MAX_MESSAGES=3 DQ_TEST_ANALYZE_DELAY_MS=1500 LOG_LEVEL=DEBUG
+	dq-worker >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
+	local pid=$!
+	wait_for 10 count_is 3 grep -c '"event":"analyzing"' "$BATS_TEST_TMPDIR/err"
+	kill -TERM "$pid"
+	local st=0
+	wait "$pid" || st=$?
+	assert_equal "$st" 0
+	assert_equal "$(settled "$(cat "$BATS_TEST_TMPDIR/out")")" "3 completed 1"
+	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
+	assert_equal "$(jq -r 'select(.event == "worker_stop") | .reason' "$BATS_TEST_TMPDIR/err")" signal
+}
+
+@test "SIGTERM on an idle worker ends it at once with 0" {
+	export DQ_WORKER_WAIT_SECONDS=1
+	dq-worker >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
+	local pid=$!
+	wait_for 10 grep -q worker_start "$BATS_TEST_TMPDIR/err"
+	kill -TERM "$pid"
+	local st=0
+	wait "$pid" || st=$?
+	assert_equal "$st" 0
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/out")" ""
+}
+
+@test "a permanent error is dead-lettered with a failure marker; a later delivery is not analyzed" {
+	send 1 WK-KN-999
+	local id
+	id=$(jq -r .message.image_id "$BATS_TEST_TMPDIR/sent")
+	run --separate-stderr dq-worker --drain
+	assert_success
+	assert_equal "$(jq -r .settled <<<"$output")" dead-lettered
+	assert_equal "$(jq -r .error.code "$DQ_LOCAL_DIR/store/processed-images/$id.error.json")" no_reference
+	dq-enqueue --new-id <"$BATS_TEST_TMPDIR/sent" >/dev/null 2>&1
+	run --separate-stderr dq-worker --drain
+	assert_success
+	assert_equal "$(jq -c .skipped <<<"$output")" '{"reason":"failed"}'
+	refute_regex "$(jq -r 'select(.prog == "dq-analyze") | .event' <<<"$stderr")" 'analyz'
+	assert_equal "$(dead_count)" 2
+}
+
+@test "--once takes one batch of WORKER_MAX_MESSAGES" {
+	send 5
+	WORKER_MAX_MESSAGES=2 run --separate-stderr dq-worker --once
+	assert_success
+	assert_equal "$(settled "$output")" "2 completed 1"
+	assert_equal "$(ready_count)" 3
+}
+
+@test "--max-runtime takes no batch it could not finish in time" {
+	send 2
+	run --separate-stderr dq-worker --max-runtime 1
+	assert_success
+	assert_equal "$(jq -r 'select(.event == "worker_stop") | .reason' <<<"$stderr")" max_runtime
+	assert_equal "$(ready_count)" 2
+}
+
+@test "usage: -h on stdout, bad options exit 64" {
+	run --separate-stderr dq-worker -h
+	assert_success
+	assert_output 'usage: dq-worker [--drain | --once] [--max-runtime SECONDS]'
+	run --separate-stderr dq-worker --max-runtime soon
+	assert_failure 64
+	run --separate-stderr dq-worker --bogus
+	assert_failure 64
+	assert_regex "$stderr" 'usage: dq-worker'
+}
