@@ -37,13 +37,13 @@ done
 ms_big=$(jq -s '(map(.ms_per_image) | add / length * 10 | round / 10)' "$t/times")
 
 summary() {	# FILE LABEL MS
-	jq -rs --arg label "$2" --arg ms "$3" '
+	jq -rs --arg name "$2" --arg ms "$3" '
 	  def r3: . * 1000 | round / 1000 | tostring;
 	  (map(select(.defect and .detected)) | length) as $tp
 	  | (map(select((.defect | not) and .detected)) | length) as $fp
 	  | (map(select(.defect and (.detected | not))) | length) as $fn
 	  | [map(select(.defect)) | .[].iou[]] as $iou
-	  | [$label, (length | tostring),
+	  | [$name, (length | tostring),
 	     (if $tp + $fp > 0 then $tp / ($tp + $fp) else 1 end | r3),
 	     (if $tp + $fn > 0 then $tp / ($tp + $fn) else 1 end | r3),
 	     (if ($iou | length) > 0 then ($iou | add / length) | r3 else "-" end),

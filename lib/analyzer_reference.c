@@ -52,7 +52,7 @@ struct params {
 };
 
 static const struct params default_params = {
-	.k = 5, .k_low = 3, .jitter_px = 0.35, .jitter_deg = 0.05,
+	.k = 5, .k_low = 2.5, .jitter_px = 0.35, .jitter_deg = 0.05,
 	.min_area = 20, .merge_gap = 12, .outline_px = 3, .working_size = 800,
 };
 
