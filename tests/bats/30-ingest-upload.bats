@@ -11,7 +11,7 @@ setup() {
 }
 
 teardown() {
-	lighttpd_stop
+	ingest_teardown
 }
 
 # check_accepted FILE TYPE EXT: the answer of the last req and what it stored.

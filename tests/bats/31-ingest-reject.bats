@@ -13,7 +13,7 @@ setup() {
 }
 
 teardown() {
-	lighttpd_stop
+	ingest_teardown
 }
 
 # multipart_file NAME: write a hand-made multipart body (stdin) with CRLF

@@ -35,7 +35,9 @@ free_port() {
 lighttpd_start() {
 	local mode=$1 dir="$BATS_TEST_TMPDIR/lighttpd" try
 	mkdir -p "$dir/www" "$dir/upload"
-	echo "floor" >"$dir/www/static.bin"
+	# A token only this server serves: a port taken by another is no answer.
+	LIGHTTPD_TOKEN="dq-ingest-test-$$-$RANDOM"
+	echo "$LIGHTTPD_TOKEN" >"$dir/www/static.bin"
 	for try in 1 2 3; do
 		LIGHTTPD_PORT=$(free_port)
 		{
@@ -84,7 +86,7 @@ lighttpd_start() {
 
 lighttpd_up() {
 	kill -0 "$LIGHTTPD_PID" 2>/dev/null &&
-		curl -s -o /dev/null "http://127.0.0.1:$LIGHTTPD_PORT/static.bin"
+		[ "$(curl -s "http://127.0.0.1:$LIGHTTPD_PORT/static.bin")" = "$LIGHTTPD_TOKEN" ]
 }
 
 # lighttpd_stop: stop the server this test started (it stops its FastCGI
@@ -178,4 +180,13 @@ cgi() {
 # cgi_status: the status code of a CGI response on stdin.
 cgi_status() {
 	sed -n '1s/^Status: \([0-9]*\).*/\1/p'
+}
+
+# ingest_teardown: stop the server; after a failure show its log.
+ingest_teardown() {
+	if [ -z "${BATS_TEST_COMPLETED:-}" ] && [ -f "$BATS_TEST_TMPDIR/lighttpd/error.log" ]; then
+		echo "# server log:" >&2
+		tail -20 "$BATS_TEST_TMPDIR/lighttpd/error.log" >&2
+	fi
+	lighttpd_stop
 }
