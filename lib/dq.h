@@ -360,4 +360,26 @@ json_t *dq_artifact_new(json_t *msg, const struct dq_analysis *,
     const char *analyzer, const char *sha256, const struct dq_image_info *,
     const char *processed_at, int64_t duration_ms);
 
+/* lease.c: keeping alive the locks of the records a stage holds. */
+struct dq_keeper;
+struct dq_lease;
+/*
+ * Start the keeper thread.  fatal is called on a system error (a queue
+ * that cannot be opened or refuses a renewal) and must not return.
+ */
+struct dq_keeper *dq_keeper_start(void (*fatal)(const struct dq_err *, json_t *ctx));
+/* Keep rec's lock alive (a record without a receipt is only held); steals rec. */
+struct dq_lease *dq_keeper_hold(struct dq_keeper *, json_t *rec);
+/* The record, to read or change only until dq_lease_unlock(). */
+json_t *dq_lease_lock(struct dq_lease *);
+void dq_lease_unlock(struct dq_lease *);
+/* Under dq_lease_lock: no renewal after this (the record is passed on). */
+void dq_lease_end(struct dq_lease *);
+/* Renew now if due; 0 when the lock is ours (or there is none), -1 when lost. */
+int dq_lease_keep(struct dq_keeper *, struct dq_lease *);
+/* Stop keeping it and drop the record. */
+void dq_keeper_release(struct dq_keeper *, struct dq_lease *);
+/* Stop the thread, close the queues. */
+void dq_keeper_stop(struct dq_keeper *);
+
 #endif

@@ -17,17 +17,10 @@ static const char synopsis[] =
     "usage: dq-analyze [-j N] [--skip-existing] [--force] [--annotate DIR] < records\n"
     "       dq-analyze [--sku SKU] [--annotate DIR] FILE...\n";
 
-/*
- * A record in our hands.  Its mutex guards rec: the renewer thread
- * updates the receipt while a worker thread builds the artifact.
- */
+/* A record in our hands, waiting for a thread or being worked on. */
 struct job {
-	json_t *rec;
-	pthread_mutex_t mu;
-	int64_t span_ms;	/* the lease's length, as last seen */
-	int lost, done, refs;	/* refs: guarded by the global mu */
-	struct job *next;	/* pending queue */
-	struct job *hnext, *hprev;	/* held list: everything to keep locked */
+	struct dq_lease *lease;
+	struct job *next;
 };
 
 static struct dq_store *store;
@@ -35,19 +28,17 @@ static struct dq_analyzer *an;
 static const char *annotate_dir;
 static int skip_existing, force;
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;	/* queue, held list, flags */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;	/* pending queue, flags */
 static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t room_cv = PTHREAD_COND_INITIALIZER;
-static pthread_cond_t renew_cv = PTHREAD_COND_INITIALIZER;
-static struct job *pending, **pending_tail = &pending, *held;
-static int npending, input_done, finished, shutting_down;
+static struct job *pending, **pending_tail = &pending;
+static int npending, input_done, shutting_down;
+static struct dq_keeper *keeper;
 
 static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t status_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t store_mu = PTHREAD_MUTEX_INITIALIZER;	/* store ops are not promised thread-safe */
-static pthread_mutex_t queue_mu = PTHREAD_MUTEX_INITIALIZER;
 static int status;
-static struct dq_queue *queues[8];
 static int wake_pipe[2] = { -1, -1 };
 
 static void
@@ -117,145 +108,6 @@ fail(json_t *rec, const struct dq_err *err)
 	    ctx_of(json_object_get(rec, "message"), json_object_get(rec, "receipt")), err);
 	dq_record_set_error(rec, "analyze", err);
 	merge_status(err->status);
-}
-
-/* ---- lock keeping ---- */
-
-/* The queue a receipt names; one handle per name.  Under queue_mu. */
-static struct dq_queue *
-queue_for(json_t *receipt)
-{
-	const char *name = json_string_value(json_object_get(receipt, "queue"));
-	const char *backend = json_string_value(json_object_get(receipt, "backend"));
-	struct dq_err err;
-	size_t i;
-
-	for (i = 0; i < 8 && queues[i]; i++)
-		if (name && strcmp(queues[i]->name, name) == 0)
-			return queues[i];
-	if (i == 8) {
-		dq_err_system(&err, DQ_EX_USAGE, "too_many_queues", "records name more than 8 queues");
-		stop(&err, NULL);
-	}
-	if (!(queues[i] = dq_queue_open(name, &err)))
-		stop(&err, NULL);
-	if (!backend || strcmp(backend, queues[i]->ops->name) != 0) {
-		dq_err_system(&err, DQ_EX_CONFIG, "backend_mismatch",
-		    "record was received from backend %s, configured is %s",
-		    backend ? backend : "(none)", queues[i]->ops->name);
-		stop(&err, NULL);
-	}
-	return queues[i];
-}
-
-static int
-has_lock(json_t *rec)
-{
-	json_t *r = json_object_get(rec, "receipt");
-
-	return json_string_value(json_object_get(r, "lock_token")) &&
-	    !json_is_true(json_object_get(r, "peek")) && dq_receipt_locked_until_ms(r) > 0;
-}
-
-/*
- * When the lock must be renewed: once half the lease is gone.  Under
- * j->mu; INT64_MAX for a record without a lock.
- */
-static int64_t
-due_ms(struct job *j)
-{
-	if (!has_lock(j->rec) || j->lost || j->done)
-		return INT64_MAX;
-	return dq_receipt_locked_until_ms(json_object_get(j->rec, "receipt")) - j->span_ms / 2;
-}
-
-/* Renew j's lock if it is due; 0 when the lock is ours, -1 when lost. */
-static int
-keep_lock(struct job *j)
-{
-	json_t *receipt;
-	struct dq_err err;
-	int64_t now = dq_now_ms(), until;
-	int r;
-
-	pthread_mutex_lock(&j->mu);
-	if (j->lost || j->done || due_ms(j) > now) {
-		r = j->lost ? -1 : 0;
-		goto out;
-	}
-	receipt = json_object_get(j->rec, "receipt");
-	pthread_mutex_lock(&queue_mu);
-	r = queue_for(receipt)->ops->renew(queue_for(receipt), receipt, &err);
-	pthread_mutex_unlock(&queue_mu);
-	if (r < 0) {
-		if (err.scope == DQ_SCOPE_SYSTEM)
-			stop(&err, ctx_of(json_object_get(j->rec, "message"), receipt));
-		dq_log_err(DQ_WARNING, "lock_lost",
-		    ctx_of(json_object_get(j->rec, "message"), receipt), &err);
-		j->lost = 1;
-		goto out;
-	}
-	until = dq_receipt_locked_until_ms(receipt);
-	j->span_ms = until - now;
-	dq_log(DQ_DEBUG, "renewed", ctx_of(json_object_get(j->rec, "message"), receipt),
-	    "lock renewed until %s", json_string_value(json_object_get(receipt, "locked_until")));
-out:
-	pthread_mutex_unlock(&j->mu);
-	return r;
-}
-
-static void
-job_unref(struct job *j)
-{
-	int last;
-
-	pthread_mutex_lock(&mu);
-	last = --j->refs == 0;
-	pthread_mutex_unlock(&mu);
-	if (last) {
-		json_decref(j->rec);
-		pthread_mutex_destroy(&j->mu);
-		free(j);
-	}
-}
-
-/* The renewer: wakes when the next lock is due and renews what is due. */
-static void *
-renewer(void *arg)
-{
-	struct job *due[64], *j;
-	int n;
-
-	pthread_mutex_lock(&mu);
-	while (!finished) {
-		int64_t now = dq_now_ms(), next = now + 1000, d;
-
-		n = 0;
-		for (j = held; j; j = j->hnext) {
-			pthread_mutex_lock(&j->mu);
-			d = due_ms(j);
-			pthread_mutex_unlock(&j->mu);
-			if (d <= now && n < 64) {
-				j->refs++;
-				due[n++] = j;
-			} else if (d < next)
-				next = d;
-		}
-		if (n > 0) {
-			pthread_mutex_unlock(&mu);
-			for (int i = 0; i < n; i++) {
-				keep_lock(due[i]);
-				job_unref(due[i]);
-			}
-			pthread_mutex_lock(&mu);
-			continue;
-		}
-		struct timespec ts = { next / 1000, next % 1000 * 1000000 };
-
-		pthread_cond_timedwait(&renew_cv, &mu, &ts);
-	}
-	pthread_mutex_unlock(&mu);
-	return arg;
 }
 
 /* ---- one record ---- */
@@ -337,7 +189,7 @@ analyze(json_t *msg, const unsigned char *data, size_t len, const char *sha256,
 static void
 process(struct job *j)
 {
-	json_t *msg, *skipped = NULL, *doc = NULL;
+	json_t *rec, *msg, *receipt, *skipped = NULL, *doc = NULL;
 	struct dq_err err;
 	const char *id, *cont, *blob;
 	unsigned char *data = NULL;
@@ -345,9 +197,10 @@ process(struct job *j)
 	char name[64], *annot = NULL;
 	int r, stopping;
 
-	pthread_mutex_lock(&j->mu);
-	msg = json_deep_copy(json_object_get(j->rec, "message"));
-	pthread_mutex_unlock(&j->mu);
+	rec = dq_lease_lock(j->lease);
+	msg = json_deep_copy(json_object_get(rec, "message"));
+	receipt = json_deep_copy(json_object_get(rec, "receipt"));
+	dq_lease_unlock(j->lease);
 	pthread_mutex_lock(&mu);
 	stopping = shutting_down;
 	pthread_mutex_unlock(&mu);
@@ -374,21 +227,20 @@ process(struct job *j)
 		} else
 			skipped = json_pack("{s:s}", "reason", "processed");
 		if (skipped) {
-			dq_log(DQ_INFO, "skipped", ctx_of(msg, json_object_get(j->rec, "receipt")),
+			dq_log(DQ_INFO, "skipped", ctx_of(msg, receipt),
 			    "skipped: %s already in %s", name, dq_cfg.processed_container);
 			goto out;
 		}
 	}
 	/* Never start an analysis on a record whose lock we could not renew. */
-	if (keep_lock(j) < 0 ||
-	    (has_lock(j->rec) && dq_receipt_locked_until_ms(json_object_get(j->rec, "receipt")) <= dq_now_ms())) {
+	if (dq_lease_keep(keeper, j->lease) < 0) {
 		dq_err_set(&err, DQ_SCOPE_RECORD, DQ_EX_TEMPFAIL, 1, "lock_lost",
 		    "the message's lock could not be kept: not analyzed");
 		goto out;
 	}
 	if ((r = store_get(cont, blob, &data, &len, &err)) < 0) {
 		if (err.scope == DQ_SCOPE_SYSTEM)
-			stop(&err, ctx_of(msg, NULL));
+			stop(&err, ctx_of(msg, receipt));
 		goto out;
 	}
 	if (r == 0) {
@@ -397,11 +249,11 @@ process(struct job *j)
 	}
 	if (annotate_dir)
 		annot = dq_xasprintf("%s/%s.png", annotate_dir, id);
-	dq_log(DQ_DEBUG, "analyzing", ctx_of(msg, NULL), "analyzing %s/%s", cont, blob);
+	dq_log(DQ_DEBUG, "analyzing", ctx_of(msg, receipt), "analyzing %s/%s", cont, blob);
 	doc = analyze(msg, data, len,
 	    json_string_value(json_object_get(json_object_get(msg, "image"), "sha256")), annot, &err);
 	if (!doc && err.scope == DQ_SCOPE_SYSTEM)
-		stop(&err, ctx_of(msg, NULL));
+		stop(&err, ctx_of(msg, receipt));
 	if (doc)
 		dq_log(DQ_INFO, "analyzed", json_pack("{s:s,s:O,s:O,s:O}", "image_id", id,
 		    "defect_type", json_object_get(json_object_get(doc, "defect_findings"), "defect_type"),
@@ -409,20 +261,23 @@ process(struct job *j)
 		    "duration_ms", json_object_get(json_object_get(doc, "analysis"), "duration_ms")),
 		    "%s", json_string_value(json_object_get(json_object_get(doc, "defect_findings"), "description")));
 out:
-	pthread_mutex_lock(&j->mu);
+	/* the result, and the record passed on: no renewal after this */
+	rec = dq_lease_lock(j->lease);
 	if (skipped)
-		json_object_set_new(j->rec, "skipped", skipped);
+		json_object_set_new(rec, "skipped", skipped);
 	else if (doc) {
-		json_object_set_new(j->rec, "artifact", doc);
+		json_object_set_new(rec, "artifact", doc);
 		if (annot)
-			json_object_set_new(j->rec, "annotation", json_string(annot));
+			json_object_set_new(rec, "annotation", json_string(annot));
 	} else
-		fail(j->rec, &err);
-	j->done = 1;
-	pthread_mutex_unlock(&j->mu);
+		fail(rec, &err);
+	dq_lease_end(j->lease);
+	emit(rec);
+	dq_lease_unlock(j->lease);
 	free(annot);
 	free(data);
 	json_decref(msg);
+	json_decref(receipt);
 }
 
 static void *
@@ -445,16 +300,8 @@ worker(void *arg)
 		pthread_mutex_unlock(&mu);
 
 		process(j);
-		emit(j->rec);	/* j->done: nobody else touches rec now */
-		pthread_mutex_lock(&mu);
-		if (j->hprev)
-			j->hprev->hnext = j->hnext;
-		else
-			held = j->hnext;
-		if (j->hnext)
-			j->hnext->hprev = j->hprev;
-		pthread_mutex_unlock(&mu);
-		job_unref(j);
+		dq_keeper_release(keeper, j->lease);
+		free(j);
 	}
 }
 
@@ -519,7 +366,7 @@ needs_analysis(json_t *rec)
 static void
 run_records(long nthreads)
 {
-	pthread_t *th = dq_xcalloc((size_t)nthreads, sizeof *th), rt, st;
+	pthread_t *th = dq_xcalloc((size_t)nthreads, sizeof *th), st;
 	static sigset_t set;
 	cookie_io_functions_t io = { .read = wake_read };
 	struct dq_reader rd;
@@ -536,7 +383,7 @@ run_records(long nthreads)
 	if (pipe(wake_pipe) < 0 || !(in = fopencookie(NULL, "r", io)))
 		dq_die(DQ_EX_IOERR, "pipe: %s", strerror(errno));
 	pthread_create(&st, NULL, signals, &set);
-	pthread_create(&rt, NULL, renewer, NULL);
+	keeper = dq_keeper_start(stop);
 	for (long i = 0; i < nthreads; i++)
 		pthread_create(&th[i], NULL, worker, NULL);
 
@@ -568,19 +415,11 @@ run_records(long nthreads)
 		}
 		struct job *j = dq_xcalloc(1, sizeof *j);
 
-		j->rec = rec;
-		pthread_mutex_init(&j->mu, NULL);
-		j->refs = 1;
-		if (has_lock(rec))
-			j->span_ms = dq_receipt_locked_until_ms(json_object_get(rec, "receipt")) - dq_now_ms();
-		if ((j->hnext = held))
-			held->hprev = j;
-		held = j;
+		j->lease = dq_keeper_hold(keeper, rec);	/* its lock kept from now on */
 		*pending_tail = j;
 		pending_tail = &j->next;
 		npending++;
 		pthread_cond_signal(&work_cv);
-		pthread_cond_signal(&renew_cv);
 		/* Read on only when a thread is free: records in hand stay few. */
 		while (npending >= nthreads && !shutting_down)
 			pthread_cond_wait(&room_cv, &mu);
@@ -594,11 +433,7 @@ run_records(long nthreads)
 	pthread_mutex_unlock(&mu);
 	for (long i = 0; i < nthreads; i++)
 		pthread_join(th[i], NULL);
-	pthread_mutex_lock(&mu);
-	finished = 1;
-	pthread_cond_signal(&renew_cv);
-	pthread_mutex_unlock(&mu);
-	pthread_join(rt, NULL);
+	dq_keeper_stop(keeper);
 	free(th);
 }
 
@@ -669,6 +504,9 @@ run_files(char **files, int nfiles, const char *sku)
 			free(base);
 		}
 		if ((doc = analyze(msg, data, len, NULL, annot, &err))) {
+			dq_log(DQ_INFO, "analyzed", json_pack("{s:s,s:s}", "image_id", id, "file", files[i]),
+			    "%s", json_string_value(json_object_get(json_object_get(doc, "defect_findings"),
+			    "description")));
 			json_object_set_new(rec, "artifact", doc);
 			if (annot)
 				json_object_set_new(rec, "annotation", json_string(annot));
@@ -775,8 +613,6 @@ main(int argc, char *argv[])
 			stop(&err, NULL);
 		run_records(nthreads);
 	}
-	for (size_t i = 0; i < 8 && queues[i]; i++)
-		dq_queue_close(queues[i]);
 	dq_analyzer_close(an);
 	dq_store_close(store);
 	return dq_finish_stdout(status);
