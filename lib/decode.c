@@ -255,6 +255,8 @@ dq_png_write(const char *path, const struct dq_raster *r, struct dq_err *err)
 	im.width = r->w;
 	im.height = r->h;
 	im.format = r->ch == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
+	/* annotations and test images: speed over size */
+	im.flags = PNG_IMAGE_FLAG_FAST;
 	if (!png_image_write_to_file(&im, path, 0, r->px, 0, NULL)) {
 		dq_err_set(err, DQ_SCOPE_SYSTEM, DQ_EX_IOERR, 0, "io_error",
 		    "%s: %s", path, im.message);

@@ -50,14 +50,30 @@ rng_range(struct rng *r, double a, double b)
 	return a + (b - a) * rng_unit(r);
 }
 
-static double
-rng_gauss(struct rng *r)
-{
-	double a = rng_unit(r), b = rng_unit(r);
+/* Box-Muller, both values used. */
+struct gauss {
+	struct rng r;
+	double spare;
+	int have;
+};
 
+static double
+rng_gauss(struct gauss *g)
+{
+	double a, b, m;
+
+	if (g->have) {
+		g->have = 0;
+		return g->spare;
+	}
+	a = rng_unit(&g->r);
+	b = rng_unit(&g->r);
 	if (a < 1e-300)
 		a = 1e-300;
-	return sqrt(-2 * log(a)) * cos(2 * PI * b);
+	m = sqrt(-2 * log(a));
+	g->spare = m * sin(2 * PI * b);
+	g->have = 1;
+	return m * cos(2 * PI * b);
 }
 
 /* An independent stream per (seed, purpose, index). */
@@ -269,7 +285,7 @@ render(const struct shot *sh, struct dq_raster *out, long box[4])
 	double cx = sh->W / 2.0, cy = sh->H / 2.0;
 	double cr = cos(sh->p.rot), sr = sin(sh->p.rot);
 	long bx0 = sh->W, by0 = sh->H, bx1 = -1, by1 = -1;
-	struct rng nr = stream(sh->noise_seed, 9, 0);
+	struct gauss nr = { stream(sh->noise_seed, 9, 0), 0, 0 };
 	int x, y, i;
 
 	out->w = sh->W;
@@ -283,7 +299,9 @@ render(const struct shot *sh, struct dq_raster *out, long box[4])
 			double v = (-sr * px + cr * py) / sh->s;
 			double light = sh->p.gain * (1 + sh->p.gx * ((x + 0.5) / sh->W - 0.5) +
 			    sh->p.gy * ((y + 0.5) / sh->H - 0.5));
+			/* sensor noise: gaussian in luma, a little uniform in each channel */
 			double c[3], n = 2.5 * rng_gauss(&nr);
+			uint64_t cn = rng_next(&nr.r);
 			unsigned char *o = out->px + ((size_t)y * sh->W + x) * 3;
 
 			shade(u, v, sh->s, sh->df, c);
@@ -293,10 +311,11 @@ render(const struct shot *sh, struct dq_raster *out, long box[4])
 
 				shade(u, v, sh->s, NULL, c0);
 				/* truth: a visible change (10 levels); for a bent tip,
-				 * only where the tip moved by 2 px or more */
+				 * only where the tip moved by 2 design units (2 px at
+				 * 1600x1200) or more, whatever the resolution */
 				if (fabs(0.299 * (c[0] - c0[0]) + 0.587 * (c[1] - c0[1]) +
 				    0.114 * (c[2] - c0[2])) * light > 10 &&
-				    (sh->df->kind != K_BENT || fabs(bend(u, sh->df)) * sh->s >= 2)) {
+				    (sh->df->kind != K_BENT || fabs(bend(u, sh->df)) >= 2)) {
 					if (x < bx0) bx0 = x;
 					if (x > bx1) bx1 = x;
 					if (y < by0) by0 = y;
@@ -304,7 +323,8 @@ render(const struct shot *sh, struct dq_raster *out, long box[4])
 				}
 			}
 			for (i = 0; i < 3; i++) {
-				double val = c[i] * light + n + rng_gauss(&nr);
+				double val = c[i] * light + n +
+				    ((double)((cn >> (16 * i)) & 0xffff) / 65535 - 0.5) * 3.46;
 
 				o[i] = (unsigned char)(val < 0 ? 0 : val > 255 ? 255 : lrint(val));
 			}
