@@ -27,7 +27,9 @@ run_examples() {
 @test "dq-put(1) examples run" {
 	run_examples dq-put.1
 	assert_equal "$(blob_count raw-images)" 2
-	assert_equal "$(ready_count)" 2
+	# the two stored, then the same two again under new message ids
+	assert_equal "$(ready_count)" 4
+	assert_equal "$(jq -r .body.image_id "$DQ_LOCAL_DIR"/queues/defect-jobs/ready/* | sort | uniq -c | awk '{print $1}' | sort -u)" 2
 }
 
 @test "dq-enqueue(1) examples run" {
