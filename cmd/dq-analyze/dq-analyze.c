@@ -250,8 +250,22 @@ process(struct job *j)
 	if (annotate_dir)
 		annot = dq_xasprintf("%s/%s.png", annotate_dir, id);
 	dq_log(DQ_DEBUG, "analyzing", ctx_of(msg, receipt), "analyzing %s/%s", cont, blob);
-	doc = analyze(msg, data, len,
-	    json_string_value(json_object_get(json_object_get(msg, "image"), "sha256")), annot, &err);
+	/* A transient failure is tried again within the retry budget, the lock kept. */
+	for (int64_t t0 = dq_now_ms(), wait = dq_cfg.retry_base_ms >= 2 ? (int64_t)dq_cfg.retry_base_ms : 2;; wait *= 2) {
+		doc = analyze(msg, data, len,
+		    json_string_value(json_object_get(json_object_get(msg, "image"), "sha256")), annot, &err);
+		if (doc || err.scope == DQ_SCOPE_SYSTEM || !err.retryable ||
+		    dq_now_ms() - t0 + wait > (int64_t)dq_cfg.retry_budget_ms)
+			break;
+		wait = wait < (int64_t)dq_cfg.retry_cap_ms ? wait : (int64_t)dq_cfg.retry_cap_ms;
+		dq_log_err(DQ_WARNING, "analyze_retry", ctx_of(msg, receipt), &err);
+		dq_sleep_ms(wait / 2 + (wait > 1 ? random() % (wait / 2) : 0));
+		if (dq_lease_keep(keeper, j->lease) < 0) {
+			dq_err_set(&err, DQ_SCOPE_RECORD, DQ_EX_TEMPFAIL, 1, "lock_lost",
+			    "the message's lock could not be kept: not analyzed again");
+			break;
+		}
+	}
 	if (!doc && err.scope == DQ_SCOPE_SYSTEM)
 		stop(&err, ctx_of(msg, receipt));
 	if (doc)
