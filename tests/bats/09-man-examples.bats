@@ -48,5 +48,9 @@ run_examples() {
 	dq-synth -s 7 -o "$HOME/dq" --refs 3 --good 1 --defects 1
 	unset DQ_LOCAL_DIR
 	run_examples dq.7
-	assert_equal "$(find "$HOME/dq/store/processed-images" -name '*.json' | wc -l)" 2
+	export DQ_LOCAL_DIR=$HOME/dq
+	assert_equal "$(blob_count processed-images)" 2
+	assert_equal "$(jq -r '.defect_findings.defect_detected | type' "$DQ_LOCAL_DIR"/store/processed-images/*.json)" "boolean
+boolean"
+	assert_equal "$(ready_count)" 0
 }
