@@ -3,6 +3,10 @@
 # shellcheck shell=bash
 
 MKIMAGE="$DQ_TOP/tests/bats/mkimage.py"
+# Debian's interpreter when there is one: a version-manager shim costs a
+# second per start.
+PYTHON=python3
+[ -x /usr/bin/python3 ] && PYTHON=/usr/bin/python3
 INGEST_CGI="$DQ_TOP/cmd/dq-ingest/ingest.cgi"
 
 # ingest_env [VAR=value...]: the environment file ingest.cgi loads, with a
@@ -27,7 +31,7 @@ ingest_env() {
 
 # free_port: a TCP port nobody listens on at the time of asking.
 free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+	"$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # lighttpd_start cgi|fastcgi: start lighttpd in front of ingest.cgi, set
@@ -141,7 +145,7 @@ assert_nothing_stored() {
 
 # fixture NAME TYPE W H [SEED]: make an image in the test's directory.
 fixture() {
-	python3 "$MKIMAGE" "$2" "$3" "$4" "${5:-0}" >"$BATS_TEST_TMPDIR/$1"
+	"$PYTHON" "$MKIMAGE" "$2" "$3" "$4" "${5:-0}" >"$BATS_TEST_TMPDIR/$1"
 	echo "$BATS_TEST_TMPDIR/$1"
 }
 

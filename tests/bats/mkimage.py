@@ -2,6 +2,7 @@
 """mkimage.py - small valid images for the ingest tests, no third-party modules.
 
 usage: mkimage.py jpeg|png|webp WIDTH HEIGHT [SEED] > FILE
+       mkimage.py -d DIR jpeg|png|webp WIDTH HEIGHT FIRST LAST
 
 Each is a flat grey picture that libjpeg, libpng and libwebp decode; SEED
 (an integer) changes the bytes so two fixtures differ.
@@ -82,12 +83,21 @@ def webp(w, h, seed):
 
 
 def main():
+    make = {"jpeg": jpeg, "png": png, "webp": webp}
+    if len(sys.argv) == 8 and sys.argv[1] == "-d" and sys.argv[3] in make:
+        # many at once: DIR/SEED.jpeg for SEED in FIRST..LAST
+        d, kind = sys.argv[2], sys.argv[3]
+        w, h, first, last = (int(a) for a in sys.argv[4:8])
+        for seed in range(first, last + 1):
+            with open("%s/%d.%s" % (d, seed, kind), "wb") as f:
+                f.write(make[kind](w, h, seed))
+        return 0
     if len(sys.argv) not in (4, 5) or sys.argv[1] not in ("jpeg", "png", "webp"):
         sys.stderr.write(__doc__.split("\n\n")[1] + "\n")
         return 64
     w, h = int(sys.argv[2]), int(sys.argv[3])
     seed = int(sys.argv[4]) if len(sys.argv) == 5 else 0
-    sys.stdout.buffer.write({"jpeg": jpeg, "png": png, "webp": webp}[sys.argv[1]](w, h, seed))
+    sys.stdout.buffer.write(make[sys.argv[1]](w, h, seed))
     return 0
 
 
