@@ -73,6 +73,7 @@ struct model {
 	long ref_w, ref_h;
 	float *mean, *sd, *warm;
 	unsigned char *fg, *outline;
+	float *odist;		/* distance to the part's outline, grid px */
 	double bg, part_area;
 	double ax_cx, ax_cy, ax_ex, ax_ey, tip_end, tip_len;
 	struct level lv[NLEV];
@@ -731,6 +732,7 @@ model_free(struct model *m)
 	free(m->warm);
 	free(m->fg);
 	free(m->outline);
+	free(m->odist);
 	pyramid_free(m->lv);
 	free(m);
 }
@@ -785,6 +787,53 @@ model_derive(struct model *m)
 	for (i = 0; i < n; i++)
 		m->outline[i] = m->outline[i] && !er[i];
 	free(er);
+	/*
+	 * Distance to the outline (chamfer 1, sqrt 2): how far a changed pixel
+	 * lies from where the edge should be, i.e. how far the edge moved.
+	 */
+	m->odist = dq_xmalloc(n * sizeof(float));
+	for (y = 0; y < m->H; y++)
+		for (x = 0; x < m->W; x++) {
+			size_t o = (size_t)y * m->W + x;
+			int b = (x > 0 && m->fg[o - 1] != m->fg[o]) ||
+			    (y > 0 && m->fg[o - m->W] != m->fg[o]) ||
+			    (x < m->W - 1 && m->fg[o + 1] != m->fg[o]) ||
+			    (y < m->H - 1 && m->fg[o + m->W] != m->fg[o]);
+
+			m->odist[o] = b ? 0 : 1e9f;
+		}
+	for (y = 0; y < m->H; y++)
+		for (x = 0; x < m->W; x++) {
+			size_t o = (size_t)y * m->W + x;
+			float d = m->odist[o];
+
+			if (x > 0)
+				d = fminf(d, m->odist[o - 1] + 1);
+			if (y > 0) {
+				d = fminf(d, m->odist[o - m->W] + 1);
+				if (x > 0)
+					d = fminf(d, m->odist[o - m->W - 1] + (float)M_SQRT2);
+				if (x < m->W - 1)
+					d = fminf(d, m->odist[o - m->W + 1] + (float)M_SQRT2);
+			}
+			m->odist[o] = d;
+		}
+	for (y = m->H - 1; y >= 0; y--)
+		for (x = m->W - 1; x >= 0; x--) {
+			size_t o = (size_t)y * m->W + x;
+			float d = m->odist[o];
+
+			if (x < m->W - 1)
+				d = fminf(d, m->odist[o + 1] + 1);
+			if (y < m->H - 1) {
+				d = fminf(d, m->odist[o + m->W] + 1);
+				if (x < m->W - 1)
+					d = fminf(d, m->odist[o + m->W + 1] + (float)M_SQRT2);
+				if (x > 0)
+					d = fminf(d, m->odist[o + m->W - 1] + (float)M_SQRT2);
+			}
+			m->odist[o] = d;
+		}
 	/* principal axis of the part; its narrower end is the tip */
 	for (y = 0; y < m->H; y++)
 		for (x = 0; x < m->W; x++)
@@ -947,12 +996,9 @@ model_build(struct model *m, const char *skudir, struct refimg *ri, int nimg,
 		int mw, mh;
 
 		if (i == 0) {
-			struct dq_image_info info;
-
 			/* the first reference sets the grid */
 			if (dq_decode(ri[i].data, ri[i].len, 3, 0, 0, &r, &e2) == -1)
 				goto bad_image;
-			(void)info;
 			m->ref_w = r.orig_w;
 			m->ref_h = r.orig_h;
 			ws = (double)m->pr.working_size / (r.orig_w > r.orig_h ? r.orig_w : r.orig_h);
@@ -967,6 +1013,10 @@ model_build(struct model *m, const char *skudir, struct refimg *ri, int nimg,
 				    skudir, ri[i].name, r.orig_w, r.orig_h);
 				goto out;
 			}
+			/* decoded again the way every other image will be */
+			dq_raster_free(&r);
+			if (dq_decode(ri[i].data, ri[i].len, 3, m->W, m->H, &r, &e2) == -1)
+				goto bad_image;
 		} else {
 			mw = m->W;
 			mh = m->H;
@@ -1242,6 +1292,7 @@ struct region {
 	double sumz, peakz;
 	long dark, bright, outline, fg, missing, added;
 	double sx, sy, sxx, syy, sxy, warm;
+	double depart;			/* farthest changed pixel from the outline */
 	double bx0, by0, bx1, by1;	/* in the image's working grid */
 	int x0, y0, x1, y1;		/* in the template grid, for merging */
 	long box[4];
@@ -1535,8 +1586,14 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
 			c->fg += m->fg[o];
 			ib = fabs(Iw.p[o] - m->bg);
 			mb = fabs(m->mean[o] - m->bg);
-			c->missing += m->fg[o] && ib < 0.5 * mb;
-			c->added += !m->fg[o] && ib > fmax(4, 0.5 * fabs(m->mean[o] - m->bg) + 12);
+			if (m->fg[o] && ib < 0.5 * mb) {
+				c->missing++;
+				c->depart = fmax(c->depart, m->odist[o]);
+			}
+			if (!m->fg[o] && ib > fmax(4, 0.5 * mb + 12)) {
+				c->added++;
+				c->depart = fmax(c->depart, m->odist[o]);
+			}
 			c->warm += Ww.p[o] - m->warm[o];
 			c->sx += x;
 			c->sy += y;
@@ -1585,8 +1642,15 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
 
 		for (i = 0; i < nkeep; i++)
 			sev = rg[i].severity > sev ? rg[i].severity : sev;
-		o = snprintf(desc, sizeof desc, "%s region %ld\xc3\x97%ld px %s, %.1f\xc3\x97 the threshold",
-		    pol, t->box[2], t->box[3], t->where, dq_round(ratio, 1));
+		if (t->type != NULL && (strcmp(t->type, "chip") == 0 ||
+		    strcmp(t->type, "edge_irregularity") == 0 || strcmp(t->type, "bend") == 0))
+			o = snprintf(desc, sizeof desc, "%s region %ld\xc3\x97%ld px %s, "
+			    "the edge up to %ld px from where it belongs, %.1f\xc3\x97 the threshold",
+			    pol, t->box[2], t->box[3], t->where,
+			    lrint((t->depart + 0.5) * (sx + sy) / 2), dq_round(ratio, 1));
+		else
+			o = snprintf(desc, sizeof desc, "%s region %ld\xc3\x97%ld px %s, %.1f\xc3\x97 the threshold",
+			    pol, t->box[2], t->box[3], t->where, dq_round(ratio, 1));
 		if (nkeep > 1 && o > 0 && (size_t)o < sizeof desc)
 			snprintf(desc + o, sizeof desc - o, "; %d more region%s", nkeep - 1,
 			    nkeep > 2 ? "s" : "");
@@ -1607,9 +1671,13 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
 		json_t *regs = json_array();
 
 		for (i = 0; i < nkeep; i++)
-			json_array_append_new(regs, json_pack("{s:s, s:s, s:I, s:f, s:f}",
+			json_array_append_new(regs, json_pack("{s:s, s:s, s:I, s:I, s:f, s:f}",
 			    "type", rg[i].type, "severity", sev_name[rg[i].severity],
 			    "area_px", (json_int_t)lrint(rg[i].area * sx * sy),
+			    "edge_offset_px", (json_int_t)(rg[i].where != NULL &&
+			    strncmp(rg[i].where, "on the outline", 14) == 0 &&
+			    rg[i].missing + rg[i].added > 0 ?
+			    lrint((rg[i].depart + 0.5) * (sx + sy) / 2) : 0),
 			    "threshold_ratio", dq_round(rg[i].sumz /
 			    (rg[i].strong > 0 ? rg[i].strong : 1) / k, 2),
 			    "peak_ratio", dq_round(rg[i].peakz / k, 2)));

@@ -120,7 +120,7 @@ setup() {
 	run jq -r '.defect_findings | [.defect_detected, .defect_type, (.severity | IN("minor","major","critical")), (.confidence >= 0.5 and .confidence <= 1), (.confidence | tostring | test("^(0|1)(\\.[0-9]{1,4})?$"))] | @tsv' <<<"$chip"
 	assert_output "$(printf 'true\tchip\ttrue\ttrue\ttrue')"
 	run jq -r '.defect_findings.description' <<<"$chip"
-	assert_output --regexp '^dark region [0-9]+×[0-9]+ px on the outline, [0-9.]+× the threshold$'
+	assert_output --regexp '^dark region [0-9]+×[0-9]+ px on the outline, the edge up to [0-9]+ px from where it belongs, [0-9.]+× the threshold$'
 	run jq -c '.defect_findings.bounding_boxes[] | select(.x < 0 or .y < 0 or .width < 1 or .height < 1 or .x + .width > 1600 or .y + .height > 1200)' <<<"$chip"
 	assert_output ""
 	run jq -c '.defect_findings | [.defect_detected, .defect_type, .severity, .bounding_boxes]' <<<"$good"
