@@ -112,13 +112,19 @@ fail_err(struct dq_response *r, int status, const struct dq_err *e)
 	fail(r, status, e->code[0] ? e->code : "error", "%s", e->msg);
 }
 
-/* A backend's failure: 503 and Retry-After unless it is configuration. */
+/*
+ * A backend's failure.  A backend that cannot even be set up (nothing
+ * configured) is the server's fault: 500.  An operation that fails is 503
+ * with Retry-After whatever the cause, since the client can only retry;
+ * the log says which it was.
+ */
 static void
-fail_backend(struct dq_response *r, const char *what, const struct dq_err *e)
+fail_backend(struct dq_response *r, const char *what, const struct dq_err *e, int opening)
 {
-	dq_log_err(DQ_ERROR, "backend", json_pack("{s:s}", "image_id", r->image_id), e);
-	if (e->scope == DQ_SCOPE_SYSTEM && e->status == DQ_EX_CONFIG) {
-		fail(r, 500, "internal", "the %s is misconfigured", what);
+	dq_log_err(DQ_ERROR, "backend", r->image_id[0] ?
+	    json_pack("{s:s}", "image_id", r->image_id) : NULL, e);
+	if (opening && e->scope == DQ_SCOPE_SYSTEM && e->status == DQ_EX_CONFIG) {
+		fail(r, 500, "internal", "the %s is not configured", what);
 		return;
 	}
 	hdr(r, "Retry-After: %d", RETRY_AFTER_UNAVAILABLE);
@@ -131,7 +137,7 @@ open_store(struct dq_ingest *in, struct dq_response *r)
 	struct dq_err e;
 
 	if (in->store == NULL && (in->store = dq_store_open(&e)) == NULL) {
-		fail_backend(r, "store", &e);
+		fail_backend(r, "store", &e, 1);
 		return -1;
 	}
 	return 0;
@@ -143,7 +149,7 @@ open_queue(struct dq_ingest *in, struct dq_response *r)
 	struct dq_err e;
 
 	if (in->queue == NULL && (in->queue = dq_queue_open(NULL, &e)) == NULL) {
-		fail_backend(r, "queue", &e);
+		fail_backend(r, "queue", &e, 1);
 		return -1;
 	}
 	return 0;
@@ -310,7 +316,7 @@ idem_match(struct dq_ingest *in, const char *blob, const char *sha,
 	    &data, &len, &meta, &e);
 	free(data);
 	if (got < 0) {
-		fail_backend(r, "store", &e);
+		fail_backend(r, "store", &e, 0);
 		return -1;
 	}
 	if (got == 0 || meta == NULL)
@@ -567,7 +573,7 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 			goto out;
 		}
 		if (pr < 0) {
-			fail_backend(r, "store", &e);
+			fail_backend(r, "store", &e, 0);
 			goto out;
 		}
 		created = !put.existing;
@@ -597,7 +603,7 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 				dq_log_err(DQ_ERROR, "orphan", json_pack("{s:s}",
 				    "image_id", id), &e2);
 		}
-		fail_backend(r, "queue", &e);
+		fail_backend(r, "queue", &e, 0);
 		goto out;
 	}
 	hdr(r, "Location: /api/v1/images/%s", id);
@@ -666,7 +672,7 @@ status_of(struct dq_ingest *in, const char *id, struct dq_response *r)
 		got = in->store->ops->exists(in->store, dq_cfg.raw_container, name, &e);
 	}
 	if (got < 0) {
-		fail_backend(r, "store", &e);
+		fail_backend(r, "store", &e, 0);
 		return;
 	}
 	if (got > 0) {
