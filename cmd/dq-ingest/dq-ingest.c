@@ -8,12 +8,13 @@
 /* Last: from here on stdin, stdout and printf are the request's. */
 #include <fcgi_stdio.h>
 
+/* Before FCGI_Accept the stdio names are unusable: plain descriptors. */
 static void
 usage(const char *why)
 {
 	if (why)
-		fprintf(stderr, "%s: %s\n", dq_prog, why);
-	fprintf(why ? stderr : stdout,
+		dprintf(2, "%s: %s\n", dq_prog, why);
+	dprintf(why ? 2 : 1,
 	    "usage: %s [--print-config] [--version]\n"
 	    "  a CGI/1.1 program (or FastCGI responder) run by a web server;\n"
 	    "  see dq-ingest(1)\n", dq_prog);
@@ -59,14 +60,17 @@ loggable(const char *s)
 }
 
 static void
-serve(struct dq_ingest *in, int configured)
+serve(struct dq_ingest *in, int configured, int httpoxy)
 {
 	struct dq_request q = { 0 };
 	struct dq_response r;
 	int64_t t0 = dq_now_ms();
 
 	/* httpoxy: a "Proxy:" request header must never become a proxy. */
-	unsetenv("HTTP_PROXY");
+	if (httpoxy || getenv("HTTP_PROXY")) {
+		unsetenv("HTTP_PROXY");
+		dq_log(DQ_WARNING, "httpoxy", NULL, "ignored a Proxy request header");
+	}
 	q.method = getenv("REQUEST_METHOD");
 	q.path_info = getenv("PATH_INFO");
 	q.query = getenv("QUERY_STRING");
@@ -113,7 +117,7 @@ main(int argc, char *argv[])
 	};
 	struct dq_ingest in = { 0 };
 	struct dq_err err;
-	int c, configured;
+	int c, configured, httpoxy;
 
 	dq_init(argv[0]);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
@@ -127,6 +131,8 @@ main(int argc, char *argv[])
 	argv += optind;
 	if (argc > 0)
 		usage("no arguments expected");
+	/* Before anything could read it: a CGI request's Proxy header. */
+	httpoxy = getenv("HTTP_PROXY") != NULL;
 	unsetenv("HTTP_PROXY");
 	if (getenv("GATEWAY_INTERFACE") == NULL && FCGX_IsCGI())
 		usage("not started by a web server (no CGI environment)");
@@ -135,8 +141,10 @@ main(int argc, char *argv[])
 		dq_log_err(DQ_ERROR, "config", NULL, &err);
 	if (getenv("TMPDIR"))
 		in.tmpdir = dq_xstrdup(getenv("TMPDIR"));
-	while (FCGI_Accept() >= 0)
-		serve(&in, configured);
+	while (FCGI_Accept() >= 0) {
+		serve(&in, configured, httpoxy);
+		httpoxy = 0;
+	}
 	dq_ingest_close(&in);
 	return 0;
 }
