@@ -1058,6 +1058,39 @@ bad_image:
 		pyramid_make(lv, &tmp);
 	}
 	pyramid_free(lv);
+	/*
+	 * A reference that is not like the others (another part, another
+	 * fixture) would widen the tolerance everywhere and let defects
+	 * through: refuse it.  Registered good shots differ only along edges
+	 * and by noise; 2% of the pixels off by 20 levels is far beyond that.
+	 */
+	{
+		size_t worst = 0;
+		int wi = -1;
+
+		for (i = 0; nimg >= 3 && i < nimg; i++) {
+			struct plane o = plane_new(m->W, m->H);
+			size_t off = 0;
+
+			warp_apply(&g[i], &wp[i], 0, 0, 0, &o, wp[i].a, wp[i].b);
+			for (p = 0; p < n; p++)
+				off += fabsf(o.p[p] - tmp.p[p]) > 20;
+			plane_free(&o);
+			/* the odd one out differs most from the mean it spoils */
+			if (off > worst) {
+				worst = off;
+				wi = i;
+			}
+		}
+		if (wi >= 0 && worst > n / 50) {
+			dq_err_system(err, DQ_EX_CONFIG, "bad_reference",
+			    "%s/%s: unlike the other references (%.1f%% of it differs): "
+			    "is it the same part on the same fixture?", skudir, ri[wi].name,
+			    100.0 * worst / n);
+			plane_free(&tmp);
+			goto out;
+		}
+	}
 	plane_free(&tmp);
 	/* every reference under jitter: mean and deviation of all copies */
 	acc = plane_new(m->W, m->H);

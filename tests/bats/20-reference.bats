@@ -155,6 +155,24 @@ setup() {
 	assert_output "$(printf 'bad_reference\tsystem\ttrue')"
 }
 
+@test "a reference unlike the others is a system error naming it" {
+	local r=$BATS_TEST_TMPDIR/refs/$SKU
+	mkdir -p "$r"
+	cp "$S1/reference/$SKU"/ref-0[123].png "$r/"
+	python3 - "$r/ref-04.png" <<-'EOF'
+	import struct, sys, zlib
+	w, h = 1600, 1200
+	raw = b''.join(b'\0' + bytes((x * 7 + y * 3) % 256 for x in range(w)) for y in range(h))
+	chunk = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))
+	open(sys.argv[1], 'wb').write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0))
+	    + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+	EOF
+	run --separate-stderr "$REFAN" -r "$BATS_TEST_TMPDIR/refs" analyze "$S1/samples/good-001.jpg"
+	assert_equal "$status" 78
+	run jq -r '.error | [.code, .scope, (.message | contains("ref-04.png: unlike the other references"))] | @tsv' <<<"$output"
+	assert_output "$(printf 'bad_reference\tsystem\ttrue')"
+}
+
 @test "a bad threshold file is a system error; a good one changes the model" {
 	local r=$BATS_TEST_TMPDIR/refs
 	mkdir -p "$r"
