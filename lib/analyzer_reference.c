@@ -38,6 +38,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "refan.h"
@@ -928,6 +929,31 @@ bad:
 	return -1;
 }
 
+/*
+ * Remove what a writer killed mid-write left: temporaries older than ten
+ * minutes (a build takes seconds, so none of them is still being written).
+ */
+static void
+sweep_tmp(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	time_t now = time(NULL);
+
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		struct stat st;
+
+		if (strstr(de->d_name, ".model.tmp.") == NULL)
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode) && st.st_mtime < now - 600)
+			unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
+}
+
 static int
 model_save(const struct model *m, const char *dir, const char *path)
 {
@@ -947,6 +973,7 @@ model_save(const struct model *m, const char *dir, const char *path)
 	h.ref_h = m->ref_h;
 	if (dq_mkdirs(dir, 0777) == -1)
 		return -1;
+	sweep_tmp(dir);
 	tmp = dq_xasprintf("%s.tmp.XXXXXX", path);
 	if ((fd = mkstemp(tmp)) == -1) {
 		free(tmp);

@@ -292,6 +292,12 @@ setup() {
 	assert_success
 	run jq -r '.defect_findings.defect_type' "$BATS_TEST_TMPDIR/a.out"
 	assert_output scratch
+	# what a writer killed mid-write left goes when it is old, not before
+	rm "$DQ_CACHE_DIR"/*.model
+	touch -d '-1 hour' "$DQ_CACHE_DIR/$SKU.x.model.tmp.OLD0001"
+	touch "$DQ_CACHE_DIR/$SKU.x.model.tmp.NEW0001"
+	"$REFAN" -r "$S1/reference" analyze "$f" >/dev/null 2>&1
+	rm "$DQ_CACHE_DIR/$SKU.x.model.tmp.NEW0001"
 	run ls -a "$DQ_CACHE_DIR"
 	assert_output --regexp "^\.
 \.\.
