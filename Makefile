@@ -106,6 +106,32 @@ lint:
 	mandoc -Tlint -W warning man/*.1 man/*.7
 	shellcheck -S warning cmd/dq-worker/dq-worker cmd/dq-ingest/ingest.cgi .ci/run tools/*.sh tests/bats/*.bash $(wildcard bench/*.sh)
 
+# libFuzzer over dq-ingest's request parser (clang).  `make fuzz` runs for
+# FUZZ_SECONDS on a scratch copy of the corpus; `make fuzz-smoke` replays
+# the corpus and every past crash (tests/fuzz/regressions), then fuzzes
+# briefly.  A crash is written to tests/fuzz/crash-*: move it into
+# tests/fuzz/regressions/ with the fix.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_RUN = -dict=tests/fuzz/ingest.dict -artifact_prefix=tests/fuzz/crash- -max_len=65536 -rss_limit_mb=1024
+
+tests/fuzz/fuzz-ingest: tests/fuzz/fuzz-ingest.c $(LIBSRC) lib/dq.h $(wildcard lib/*.h)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS) -o $@ \
+		tests/fuzz/fuzz-ingest.c $(LIBSRC) $(PKG_LIBS) -lm -pthread
+
+fuzz: tests/fuzz/fuzz-ingest
+	work=$$(mktemp -d) && cp tests/fuzz/corpus/* tests/fuzz/regressions/* "$$work"/ 2>/dev/null; \
+	tests/fuzz/fuzz-ingest $(FUZZ_RUN) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 "$$work"; \
+	status=$$?; rm -rf "$$work"; exit $$status
+
+fuzz-smoke: tests/fuzz/fuzz-ingest
+	tests/fuzz/fuzz-ingest $(FUZZ_RUN) tests/fuzz/corpus/* $(wildcard tests/fuzz/regressions/*)
+	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
+
+.PHONY: fuzz fuzz-smoke
+
 deps-build:
 	sh tools/deps.sh build
 
