@@ -136,7 +136,9 @@ main(int argc, char *argv[])
 	unsetenv("HTTP_PROXY");
 	if (getenv("GATEWAY_INTERFACE") == NULL && FCGX_IsCGI())
 		usage("not started by a web server (no CGI environment)");
-	/* Read before the first FastCGI accept replaces the environment. */
+	/* Read before the first FastCGI accept replaces the environment:
+	 * the configuration, and the log settings (read on first use). */
+	dq_log_enabled(DQ_INFO);
 	if (!(configured = dq_config_load(&err) == 0))
 		dq_log_err(DQ_ERROR, "config", NULL, &err);
 	if (getenv("TMPDIR"))

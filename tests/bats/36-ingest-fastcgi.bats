@@ -127,3 +127,21 @@ fcgi_pid() {
 	echo "# VmRSS ${before} kB -> ${after} kB" >&3
 	[ "$after" -le $((before + 256)) ] || fail "VmRSS grew from $before kB to $after kB"
 }
+
+@test "FastCGI: the log settings of the environment file hold for every request" {
+	lighttpd_stop
+	ingest_env LOG_LEVEL=WARNING
+	lighttpd_start fastcgi
+	local f
+	f=$(fixture a.png png 64 48)
+	run --separate-stderr post_multipart "$f"
+	assert_output 202
+	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" -F "image=@$f;type=image/jpeg" \
+		-F product_sku=WK-KN-200 -F facility=yangjiang "$BASE/ingest"
+	assert_error 415 type_mismatch
+	# INFO lines (backends, a 202, a 415) are filtered out; the log is JSON
+	run --separate-stderr jq -r .level <<<"$(server_log)"
+	refute_line INFO
+	run grep -c '^dq-ingest: ' "$BATS_TEST_TMPDIR/lighttpd/error.log"
+	assert_output 0
+}

@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
 """mkimage.py - small valid images for the ingest tests, no third-party modules.
 
-usage: mkimage.py jpeg|png|webp WIDTH HEIGHT [SEED] > FILE
+usage: mkimage.py jpeg|png|webp WIDTH HEIGHT [SEED [PAD]] > FILE
        mkimage.py -d DIR jpeg|png|webp WIDTH HEIGHT FIRST LAST
 
 Each is a flat grey picture that libjpeg, libpng and libwebp decode; SEED
-(an integer) changes the bytes so two fixtures differ.
+(an integer) changes the bytes so two fixtures differ; PAD adds about that
+many bytes of JPEG comment segments (for benchmarks).
 """
 import struct
 import sys
 import zlib
 
 
-def jpeg(w, h, seed):
+def jpeg(w, h, seed, pad=0):
     # Baseline greyscale, one Huffman code per table: each 8x8 block is
     # "DC difference 0, end of block", two bits.
     out = bytearray(b"\xff\xd8")
     com = b"dq fixture %d" % seed
     out += b"\xff\xfe" + struct.pack(">H", len(com) + 2) + com
+    while pad > 0:
+        n = min(pad, 65000)
+        filler = bytes((seed + i) % 251 for i in range(n))
+        out += b"\xff\xfe" + struct.pack(">H", n + 2) + filler
+        pad -= n
     out += b"\xff\xdb" + struct.pack(">HB", 67, 0) + bytes([1] * 64)
     out += b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, h, w, 1) + bytes([1, 0x11, 0])
     for cls in (0x00, 0x10):  # DC table 0, AC table 0: symbol 0, length 1
@@ -92,12 +98,18 @@ def main():
             with open("%s/%d.%s" % (d, seed, kind), "wb") as f:
                 f.write(make[kind](w, h, seed))
         return 0
-    if len(sys.argv) not in (4, 5) or sys.argv[1] not in ("jpeg", "png", "webp"):
+    if len(sys.argv) not in (4, 5, 6) or sys.argv[1] not in make:
         sys.stderr.write(__doc__.split("\n\n")[1] + "\n")
         return 64
     w, h = int(sys.argv[2]), int(sys.argv[3])
-    seed = int(sys.argv[4]) if len(sys.argv) == 5 else 0
-    sys.stdout.buffer.write(make[sys.argv[1]](w, h, seed))
+    seed = int(sys.argv[4]) if len(sys.argv) >= 5 else 0
+    if len(sys.argv) == 6:
+        if sys.argv[1] != "jpeg":
+            sys.stderr.write("mkimage.py: PAD is for jpeg only\n")
+            return 64
+        sys.stdout.buffer.write(jpeg(w, h, seed, int(sys.argv[5])))
+    else:
+        sys.stdout.buffer.write(make[sys.argv[1]](w, h, seed))
     return 0
 
 
