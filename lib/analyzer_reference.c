@@ -32,6 +32,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -64,6 +65,7 @@ struct plane {
 
 struct level {
 	struct plane T, Tx, Ty;
+	int *idx, nidx;		/* the pixels registration looks at */
 };
 
 struct model {
@@ -303,6 +305,31 @@ level_make(struct level *l, struct plane T)
 			l->Ty.p[(size_t)y * w + x] = (T.p[(size_t)yd * w + x] -
 			    T.p[(size_t)yu * w + x]) / (float)(yd - yu > 0 ? yd - yu : 1);
 		}
+	/*
+	 * Flat pixels tell registration nothing: it looks only at the quarter
+	 * with the strongest gradient (all of them on the small levels).
+	 */
+	{
+		size_t i, n = (size_t)w * h;
+		int hist[1024] = { 0 }, c = 0, b;
+		float gmax = 0, cut;
+
+		for (i = 0; i < n; i++)
+			gmax = fmaxf(gmax, fabsf(l->Tx.p[i]) + fabsf(l->Ty.p[i]));
+		for (i = 0; i < n; i++) {
+			b = gmax > 0 ? (int)((fabsf(l->Tx.p[i]) + fabsf(l->Ty.p[i])) / gmax * 1023) : 0;
+			hist[b]++;
+		}
+		for (b = 1023; b > 0; b--)
+			if ((c += hist[b]) >= (int)(n / 4))
+				break;
+		cut = n < 40000 ? -1 : gmax * b / 1023;
+		l->idx = dq_xmalloc(n * sizeof(int));
+		l->nidx = 0;
+		for (i = 0; i < n; i++)
+			if (fabsf(l->Tx.p[i]) + fabsf(l->Ty.p[i]) > cut)
+				l->idx[l->nidx++] = (int)i;
+	}
 }
 
 static void
@@ -326,6 +353,8 @@ pyramid_free(struct level lv[NLEV])
 		plane_free(&lv[i].T);
 		plane_free(&lv[i].Tx);
 		plane_free(&lv[i].Ty);
+		free(lv[i].idx);
+		lv[i].idx = NULL;
 	}
 }
 
@@ -416,20 +445,20 @@ refine(const struct level *l, const struct plane *I, int lvl, struct warp *w, in
 			w->a = (sit * n - si * st) / (sii * n - si * si);
 			w->b = (st - w->a * si) / n;
 		}
-		for (y = 0; y < l->T.h; y++) {
-			double ry = y + 0.5 - cy;
-			double sx = c * (0.5 - cx) - s * ry + cx + w->dx * scale;
-			double sy = s * (0.5 - cx) + c * ry + cy + w->dy * scale;
+		{
+			int k;
 
-			for (x = 0; x < l->T.w; x++, sx += c, sy += s) {
-				size_t o = (size_t)y * l->T.w + x;
+			for (k = 0; k < l->nidx; k++) {
+				size_t o = (size_t)l->idx[k];
 				double e, tx = l->Tx.p[o], ty = l->Ty.p[o];
-				double rx = x + 0.5 - cx, J[3];
+				double rx = (double)(o % l->T.w) + 0.5 - cx;
+				double ry = (double)(o / l->T.w) + 0.5 - cy;
+				double sx = c * rx - s * ry + cx + w->dx * scale;
+				double sy = s * rx + c * ry + cy + w->dy * scale;
+				double J[3];
 
 				if (sx < 1 || sy < 1 || sx > I->w - 1 || sy > I->h - 1)
 					continue;
-				if (tx == 0 && ty == 0)
-					continue;	/* flat: contributes nothing */
 				e = w->a * sample(I, sx, sy) + w->b - l->T.p[o];
 				J[0] = (c * tx - s * ty) * scale;
 				J[1] = (s * tx + c * ty) * scale;
@@ -1838,6 +1867,14 @@ dq_analyzer_reference_open(const char *refdir, const char *cachedir, struct dq_e
 	else if ((x = getenv("HOME")) && *x == '/')
 		ra->cachedir = dq_xasprintf("%s/.cache/dq", x);
 	pthread_mutex_init(&ra->mu, NULL);
+	/*
+	 * An analysis allocates some 30 MB of planes and frees them at the
+	 * end; by default glibc hands that back to the kernel and the next
+	 * image faults every page in again, which costs more than the
+	 * arithmetic.  Keep it in the process instead.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	an = dq_xcalloc(1, sizeof *an);
 	an->ops = &ref_ops;
 	an->priv = ra;
