@@ -1477,6 +1477,7 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
 	struct region *rg = NULL;
 	int nkeep = 0;
 	double sx, sy, k, cand = 0, cth, sth, cx, cy;
+	float zmax = 0;
 	size_t p, n;
 	json_t *boxes, *findings;
 	char desc[512];
@@ -1519,6 +1520,7 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
 	for (p = 0; p < n; p++) {
 		z[p] = (Iw.p[p] - m->mean[p]) / m->sd[p];
 		strong[p] = fabsf(z[p]) >= k;
+		zmax = fmaxf(zmax, fabsf(z[p]));
 	}
 	memcpy(closed, strong, n);
 	mask_filter(closed, W, H, 1, 1);
@@ -1771,14 +1773,15 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
 			    (rg[i].strong > 0 ? rg[i].strong : 1) / k, 2),
 			    "peak_ratio", dq_round(rg[i].peakz / k, 2)));
 		out->analysis = json_pack("{s:s, s:{s:s, s:i, s:s}, s:i, s:i, "
-		    "s:{s:f, s:f, s:f, s:f}, s:f, s:f, s:i, s:o}",
+		    "s:{s:f, s:f, s:f, s:f}, s:f, s:f, s:i, s:f, s:o}",
 		    "analyzer", "reference",
 		    "reference", "sku", sku, "images", m->nimg, "model_sha256", m->sha,
 		    "working_width", W, "working_height", H,
 		    "registration", "dx", dq_round(w.dx * sx, 2), "dy", dq_round(w.dy * sy, 2),
 		    "angle_deg", dq_round(w.th * 180 / M_PI, 3), "gain", dq_round(w.a, 3),
 		    "threshold_k", m->pr.k, "threshold_k_low", m->pr.k_low,
-		    "min_area", m->pr.min_area, "regions", regs);
+		    "min_area", m->pr.min_area,
+		    "peak_ratio", dq_round(zmax / k, 2), "regions", regs);
 	}
 	snprintf(out->model_version, sizeof out->model_version, "%s", ALGO);
 	dq_raster_free(&r);
