@@ -34,8 +34,9 @@ free_port() {
 	"$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# lighttpd_start cgi|fastcgi: start lighttpd in front of ingest.cgi, set
-# BASE (the API root) and LIGHTTPD_PID, and wait until it answers.
+# lighttpd_start cgi|fastcgi|FILE: start lighttpd in front of ingest.cgi
+# (or with the configuration lines in FILE), set BASE (the API root) and
+# LIGHTTPD_PID, and wait until it answers.
 lighttpd_start() {
 	local mode=$1 dir="$BATS_TEST_TMPDIR/lighttpd" try
 	mkdir -p "$dir/www" "$dir/upload"
@@ -43,6 +44,7 @@ lighttpd_start() {
 	LIGHTTPD_TOKEN="dq-ingest-test-$$-$RANDOM"
 	echo "$LIGHTTPD_TOKEN" >"$dir/www/static.bin"
 	for try in 1 2 3; do
+		: "attempt $try"
 		LIGHTTPD_PORT=$(free_port)
 		{
 			cat <<-EOF
@@ -51,10 +53,12 @@ lighttpd_start() {
 			server.port = $LIGHTTPD_PORT
 			server.errorlog = "$dir/error.log"
 			server.upload-dirs = ("$dir/upload")
-			server.max-request-size = 65536
 			EOF
-			if [ "$mode" = cgi ]; then
+			if [ -f "$mode" ]; then
+				cat "$mode"
+			elif [ "$mode" = cgi ]; then
 				cat <<-EOF
+				server.max-request-size = 65536
 				server.modules = ("mod_alias", "mod_setenv", "mod_cgi")
 				alias.url = ("/api/v1" => "$INGEST_CGI")
 				\$HTTP["url"] =~ "^/api/v1(/|\$)" {
@@ -64,6 +68,7 @@ lighttpd_start() {
 				EOF
 			else
 				cat <<-EOF
+				server.max-request-size = 65536
 				server.modules = ("mod_fastcgi")
 				fastcgi.server = ("/api/v1" => ((
 				  "socket" => "$dir/fcgi.sock",
@@ -75,6 +80,7 @@ lighttpd_start() {
 				EOF
 			fi
 		} >"$dir/lighttpd.conf"
+		lighttpd -tt -f "$dir/lighttpd.conf" >&2 || return 1
 		lighttpd -D -f "$dir/lighttpd.conf" 2>>"$dir/error.log" &
 		LIGHTTPD_PID=$!
 		BASE="http://127.0.0.1:$LIGHTTPD_PORT/api/v1"
