@@ -1,8 +1,8 @@
 /*
  * refan.h - internals of the reference analyzer: pixel decoding and
- * encoding, shared by lib/decode.c, lib/analyzer_reference.c,
- * lib/annotate.c, tools/dq-synth.c and tests/unit/refan-test.c.
- * Not part of the public map in dq.h.
+ * encoding (decode.c) and image arithmetic (refan_img.c), shared by
+ * lib/analyzer_reference.c, lib/annotate.c, tools/dq-synth.c and
+ * tests/unit/refan-test.c.  Not part of the public map in dq.h.
  */
 #ifndef DQ_REFAN_H
 #define DQ_REFAN_H
@@ -33,5 +33,77 @@ int dq_jpeg_write(const char *path, const struct dq_raster *, int quality,
     struct dq_err *);
 int dq_webp_write(const char *path, const struct dq_raster *, int quality,
     struct dq_err *);
+
+/* refan_img.c: the image arithmetic of the reference analyzer. */
+#define DQ_NLEV 4	/* pyramid levels: 1, 1/2, 1/4, 1/8 */
+
+struct dq_plane {	/* a float image */
+	int w, h;
+	float *p;
+};
+
+struct dq_pyrlevel {	/* a template at one pyramid level */
+	struct dq_plane T, Tx, Ty;	/* values and central differences */
+	int *idx, nidx;			/* the pixels registration looks at */
+};
+
+/* Where template pixel X lands in the image: R(th) (X - c) + c + (dx, dy). */
+struct dq_warp {
+	double dx, dy, th;	/* working px at level 0, radians */
+	double a, b;		/* photometric: template ~ a * image + b */
+};
+
+struct dq_plane dq_plane_new(int w, int h);	/* zeroed */
+void dq_plane_free(struct dq_plane *);
+/* A decoded RGB (or gray) raster to the W x H grid: luma and R - B. */
+void dq_to_grid(const struct dq_raster *, int W, int H, struct dq_plane *gray,
+    struct dq_plane *warm);
+void dq_pyramid_make(struct dq_pyrlevel lv[DQ_NLEV], const struct dq_plane *T0);
+void dq_pyramid_free(struct dq_pyrlevel lv[DQ_NLEV]);
+/* Register an image (on the level-0 grid) to a template pyramid. */
+struct dq_warp dq_register(const struct dq_pyrlevel lv[DQ_NLEV], const struct dq_plane *I);
+/*
+ * out = gain * I(warp(jitter(X))) + off for every grid pixel X; the jitter
+ * (a shift and a turn in the template frame) is for building models.
+ */
+void dq_warp_apply(const struct dq_plane *I, const struct dq_warp *,
+    double jitter_dx, double jitter_dy, double jitter_th, struct dq_plane *out,
+    double gain, double off);
+/* Dilate (or erode) a 0/1 mask by a (2r+1) square, in place. */
+void dq_mask_filter(unsigned char *m, int w, int h, int r, int dilate);
+/* 3x3 maximum then 3x3 mean, in place. */
+void dq_float_maxbox(float *p, int w, int h);
+
+/* refan_model.c: the model of one SKU. */
+#define DQ_REFAN_ALGO "dq-reference-1"	/* model_version, and in the cache key */
+
+struct dq_refparams {
+	double k, k_low, jitter_px, jitter_deg;
+	int min_area, merge_gap, outline_px, working_size;
+};
+
+struct dq_refmodel {
+	char sku[80];
+	char sha[65];
+	struct dq_refparams pr;
+	int W, H, nimg;
+	long ref_w, ref_h;
+	float *mean, *sd, *warm;
+	unsigned char *fg, *outline;
+	float *odist;		/* distance to the part's outline, grid px */
+	double bg, part_area;
+	double ax_cx, ax_cy, ax_ex, ax_ey, tip_end, tip_len;
+	struct dq_pyrlevel lv[DQ_NLEV];
+	struct dq_refmodel *next;	/* the analyzer's list */
+};
+
+/*
+ * Load from cachedir (may be NULL) or build from refdir/sku, writing the
+ * cache.  Errors: record no_reference; system reference_unreadable,
+ * bad_reference, bad_thresholds (78).
+ */
+struct dq_refmodel *dq_refmodel_get(const char *refdir, const char *cachedir,
+    const char *sku, struct dq_err *);
+void dq_refmodel_free(struct dq_refmodel *);
 
 #endif
