@@ -126,7 +126,8 @@ processed_sums() {
 	assert_equal "$(jq -r 'select(.event == "system_error") | .prog' <<<"$stderr" | sort -u | tr '\n' ' ')" "dq-analyze dq-worker "
 	assert_equal "$(dead_count) $(blob_count processed-images)" "0 0"
 	# the messages come back when their leases run out
-	run --separate-stderr dq-dequeue -n 10 -w 5
+	wait_for 10 leases_expired
+	run --separate-stderr dq-dequeue -n 10 -w 1
 	assert_success
 	assert_equal "$(jq -r .receipt.delivery_count <<<"$output" | sort | uniq -c | sed 's/^ *//')" "3 2"
 }
@@ -156,6 +157,20 @@ processed_sums() {
 	assert_equal "$(settled "$(cat "$BATS_TEST_TMPDIR/out")")" "3 completed 1"
 	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
 	assert_equal "$(jq -r 'select(.event == "worker_stop") | .reason' "$BATS_TEST_TMPDIR/err")" signal
+}
+
+@test "SIGTERM to the whole process group (systemd's way) settles everything received too" {
+	send 3
+	export WORKER_MAX_MESSAGES=3 DQ_TEST_ANALYZE_DELAY_MS=1500 LOG_LEVEL=DEBUG
+	setsid dq-worker >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
+	local pid=$!
+	wait_for 10 count_is 3 grep -c '"event":"analyzing"' "$BATS_TEST_TMPDIR/err"
+	kill -TERM -- -"$pid"
+	local st=0
+	wait "$pid" || st=$?
+	assert_equal "$st" 0
+	assert_equal "$(settled "$(cat "$BATS_TEST_TMPDIR/out")")" "3 completed 1"
+	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
 }
 
 @test "SIGTERM on an idle worker ends it at once with 0" {
@@ -211,4 +226,6 @@ processed_sums() {
 	run --separate-stderr dq-worker --bogus
 	assert_failure 64
 	assert_regex "$stderr" 'usage: dq-worker'
+	run --separate-stderr dq-worker --drain --once
+	assert_failure 64
 }
