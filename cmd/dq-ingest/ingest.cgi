@@ -13,7 +13,8 @@ set -a
 # shellcheck source=/dev/null
 . "$env"
 set +a
-# Installed as PREFIX/libexec/dq/ingest.cgi beside PREFIX/bin/dq-ingest.
-bin=${0%/*}/../../bin/dq-ingest
+# Installed as PREFIX/libexec/dq/ingest.cgi beside PREFIX/bin/dq-ingest;
+# DQ_INGEST (from the file) names another binary.
+bin=${DQ_INGEST:-${0%/*}/../../bin/dq-ingest}
 [ -x "$bin" ] || bin=dq-ingest
 exec "$bin"

@@ -21,6 +21,10 @@ ingest_env() {
 		echo "DQ_STATE_DIR=$DQ_STATE_DIR"
 		echo "DQ_LOG_FORMAT=json"
 		echo "TMPDIR=$BATS_TEST_TMPDIR"
+		# the build under test (the sanitizer build lives elsewhere)
+		echo "DQ_INGEST=$DQ_BUILD/bin/dq-ingest"
+		[ -z "${ASAN_OPTIONS:-}" ] || printf 'ASAN_OPTIONS=%q\n' "$ASAN_OPTIONS"
+		[ -z "${UBSAN_OPTIONS:-}" ] || printf 'UBSAN_OPTIONS=%q\n' "$UBSAN_OPTIONS"
 		echo "API_KEY=camera:$API_KEY_CAM,ops:$API_KEY_OPS"
 		local kv
 		for kv in "$@"; do
