@@ -112,7 +112,7 @@ check_accepted() {
 	assert_json_equal "$(jq -c .message.metadata.extra <<<"$output")" '{"shift":2}'
 }
 
-@test "GET /images/<id>: 202 pending, then 200 with the artifact, 200 failed for a marker" {
+@test "GET /images/<id>: 202 pending, then 200 with the artifact the worker's dq-put stored" {
 	local f id msg
 	f=$(fixture a.jpg jpeg 64 48 9)
 	run --separate-stderr post_multipart "$f"
@@ -132,6 +132,28 @@ check_accepted() {
 	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" "$BASE/images/$id"
 	assert_output 200
 	assert_equal "$(jq -r '.image_id, .defect_findings.defect_detected, .model_version' "$BODY" | tr '\n' ' ')" "$id false reference "
+}
+
+@test "GET /images/<id>: 202 pending, then 200 with the artifact after a real worker run" {
+	local f id
+	mkdir -p "$BATS_TEST_TMPDIR/ref/WK-KN-200"
+	fixture ref/WK-KN-200/good1.png png 64 48 100 >/dev/null
+	fixture ref/WK-KN-200/good2.png png 64 48 100 >/dev/null
+	f=$(fixture part.png png 64 48 100)
+	run --separate-stderr post_multipart "$f"
+	assert_output 202
+	id=$(jq -r .image_id "$BODY")
+	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" "$BASE/images/$id"
+	assert_output 202
+	DQ_ANALYZER=reference DQ_REFERENCE_DIR="$BATS_TEST_TMPDIR/ref" DQ_CACHE_DIR="$BATS_TEST_TMPDIR/cache" \
+		run --separate-stderr timeout 60 dq-worker --drain
+	assert_success
+	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" "$BASE/images/$id"
+	assert_output 200
+	run jq -c '[.image_id == $id, .metadata.product_sku, .defect_findings.defect_detected, .analysis.analyzer]' \
+		--arg id "$id" "$BODY"
+	assert_output '[true,"WK-KN-200",false,"reference"]'
+	cmp "$BODY" "$DQ_LOCAL_DIR/store/processed-images/$id.json"
 }
 
 @test "GET /images/<id> of an image whose analysis failed for good: 200 failed" {
