@@ -436,6 +436,11 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 			fail(r, 400, "bad_query", "malformed, duplicated or oversized query parameter");
 			goto out;
 		}
+		if (a == 0 || b == 0) {
+			/* no need to read a body that cannot be taken */
+			fail(r, 400, "missing_field", "product_sku and facility are required");
+			goto out;
+		}
 	}
 	if ((fd = spool_open(in->tmpdir)) < 0) {
 		dq_log(DQ_ERROR, "spool", NULL, "spool file in %s: %s",
