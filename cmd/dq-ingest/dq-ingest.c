@@ -117,6 +117,7 @@ main(int argc, char *argv[])
 	};
 	struct dq_ingest in = { 0 };
 	struct dq_err err;
+	char *tmpdir = NULL;
 	int c, configured, httpoxy;
 
 	dq_init(argv[0]);
@@ -142,11 +143,12 @@ main(int argc, char *argv[])
 	if (!(configured = dq_config_load(&err) == 0))
 		dq_log_err(DQ_ERROR, "config", NULL, &err);
 	if (getenv("TMPDIR"))
-		in.tmpdir = dq_xstrdup(getenv("TMPDIR"));
+		in.tmpdir = tmpdir = dq_xstrdup(getenv("TMPDIR"));
 	while (FCGI_Accept() >= 0) {
 		serve(&in, configured, httpoxy);
 		httpoxy = 0;
 	}
 	dq_ingest_close(&in);
+	free(tmpdir);
 	return 0;
 }
