@@ -168,7 +168,11 @@ keeper(void *arg)
 
 		n = 0;
 		for (l = k->held; l; l = l->next) {
-			pthread_mutex_lock(&l->mu);
+			/* a record being written out may block on a slow reader: look again soon */
+			if (pthread_mutex_trylock(&l->mu) != 0) {
+				next = next < now + 20 ? next : now + 20;
+				continue;
+			}
 			d = due_ms(l);
 			pthread_mutex_unlock(&l->mu);
 			if (d <= now && n < BATCH) {
