@@ -787,6 +787,9 @@ dq_ingest_handle(struct dq_ingest *in, const struct dq_request *q, struct dq_res
 		ingest(in, q, r, caller);
 	else
 		status_of(in, path + 8, r);
+	/* A backend that failed is opened afresh by the next request. */
+	if (r->status == 503)
+		dq_ingest_close(in);
 }
 
 void

@@ -155,3 +155,23 @@ fcgi_pid() {
 	run grep -c '^dq-ingest: ' "$BATS_TEST_TMPDIR/lighttpd/error.log"
 	assert_output 0
 }
+
+@test "FastCGI: the queue down is 503 for the request, and the same process recovers" {
+	local f pid
+	f=$(fixture a.jpg jpeg 64 48)
+	run --separate-stderr post_raw "$f" image/jpeg
+	assert_output 202
+	pid=$(fcgi_pid)
+	dq-dequeue -w 0 >/dev/null
+	rm -rf "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
+	touch "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
+	run --separate-stderr post_raw "$(fixture b.jpg jpeg 64 48 2)" image/jpeg
+	assert_error 503 unavailable
+	assert_equal "$(blob_count raw-images)" 1
+	rm "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
+	run --separate-stderr post_raw "$BATS_TEST_TMPDIR/b.jpg" image/jpeg
+	assert_output 202
+	assert_equal "$(fcgi_pid)" "$pid"
+	assert_equal "$(blob_count raw-images)" 2
+	assert_equal "$(ready_count)" 1
+}
