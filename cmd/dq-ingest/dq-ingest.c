@@ -59,11 +59,24 @@ loggable(const char *s)
 	return i ? s : NULL;
 }
 
+/* A client-chosen string made safe for both log forms: printable ASCII. */
+static const char *
+printable(const char *s, char *buf, size_t n)
+{
+	size_t i;
+
+	for (i = 0; s && s[i] && i + 1 < n; i++)
+		buf[i] = s[i] > 32 && s[i] < 127 ? s[i] : '?';
+	buf[i] = '\0';
+	return buf;
+}
+
 static void
 serve(struct dq_ingest *in, int configured, int httpoxy)
 {
 	struct dq_request q = { 0 };
 	struct dq_response r;
+	char method[16], path[160];
 	int64_t t0 = dq_now_ms();
 
 	/* httpoxy: a "Proxy:" request header must never become a proxy. */
@@ -97,12 +110,13 @@ serve(struct dq_ingest *in, int configured, int httpoxy)
 	dq_log(r.status >= 500 ? DQ_ERROR : DQ_INFO, "request",
 	    json_pack("{s:s*,s:s,s:s,s:i,s:I,s:s*,s:s*,s:s*}",
 	    "image_id", r.image_id[0] ? r.image_id : NULL,
-	    "method", q.method ? q.method : "", "path", q.path_info ? q.path_info : "",
+	    "method", printable(q.method, method, sizeof method),
+	    "path", printable(q.path_info, path, sizeof path),
 	    "http_status", r.status, "duration_ms", (json_int_t)(dq_now_ms() - t0),
-	    "client", r.client[0] ? r.client : NULL, "code", r.code[0] ? r.code : NULL,
+	    "client", r.client[0] ? printable(r.client, r.client, sizeof r.client) : NULL,
+	    "code", r.code[0] ? r.code : NULL,
 	    "request_id", loggable(getenv("HTTP_X_REQUEST_ID"))),
-	    "%s %s: %d", q.method ? q.method : "-", q.path_info ? q.path_info : "-",
-	    r.status);
+	    "%s %s: %d", method, path, r.status);
 	dq_response_free(&r);
 }
 

@@ -159,3 +159,11 @@ body() {
 	assert_equal "$(cgi_status <<<"$output")" 202
 	assert_equal "$(blob_count raw-images)" 1
 }
+
+@test "a path with control bytes or bad UTF-8 still gets its full log line, made printable" {
+	run --separate-stderr cgi GET $'/images/\xff\n{"forged":1}' HTTP_X_API_KEY="$API_KEY_CAM"
+	assert_equal "$(cgi_status <<<"$output")" 404
+	assert_equal "$(grep -c . <<<"$stderr")" 1
+	run jq -c 'select(.event == "request") | [.http_status, .path, .code]' <<<"$stderr"
+	assert_output '[404,"/images/??{\"forged\":1}","not_found"]'
+}
