@@ -80,9 +80,13 @@ hdr(struct dq_response *r, const char *fmt, ...)
 static void
 body_json(struct dq_response *r, int status, json_t *j)
 {
-	char *s = dq_json_dumps(j);
+	char *s = j ? dq_json_dumps(j) : NULL;
 
 	json_decref(j);
+	if (s == NULL) {
+		s = dq_xstrdup("{\"error\":{\"code\":\"internal\",\"message\":\"internal error\"}}");
+		status = 500;
+	}
 	free(r->body);
 	r->blen = strlen(s) + 1;
 	r->body = dq_xrealloc(s, r->blen + 1);
@@ -98,9 +102,16 @@ fail(struct dq_response *r, int status, const char *code, const char *fmt, ...)
 	char msg[512];
 	va_list ap;
 
+	char *c;
+
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	/* Messages may quote the client's bytes: printable ASCII only, so
+	 * the JSON can always be built. */
+	for (c = msg; *c; c++)
+		if (*c < 32 || *c > 126)
+			*c = '?';
 	snprintf(r->code, sizeof r->code, "%s", code);
 	body_json(r, status, json_pack("{s:{s:s,s:s}}", "error", "code", code,
 	    "message", msg));
