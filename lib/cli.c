@@ -1,5 +1,7 @@
 /* cli.c - start-up shared by the programs. */
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "dq.h"
 
@@ -54,4 +56,46 @@ out:
 	dq_store_close(s);
 	dq_queue_close(q);
 	exit(dq_finish_stdout(st));
+}
+
+void
+dq_emit(json_t *rec)
+{
+	if (dq_write_record(stdout, rec) < 0) {
+		dq_log(DQ_ERROR, "io_error", NULL, "stdout: %s", strerror(errno));
+		exit(DQ_EX_IOERR);
+	}
+}
+
+void
+dq_stop(int status, const struct dq_err *err, json_t *ctx)
+{
+	dq_log_err(DQ_ERROR, "system_error", ctx, err);
+	exit(dq_finish_stdout(dq_status_merge(status, err->status)));
+}
+
+int
+dq_each_record(void (*fn)(json_t *, void *), void *arg)
+{
+	int status = 0;
+	struct dq_reader rd;
+	json_t *rec;
+	int r;
+
+	dq_reader_init(&rd, stdin, "<stdin>");
+	while ((r = dq_read_record(&rd, &rec)) != 0) {
+		if (r == -2) {
+			dq_log(DQ_ERROR, "io_error", NULL, "<stdin>: %s", strerror(errno));
+			status = dq_status_merge(status, DQ_EX_IOERR);
+			break;
+		}
+		if (r < 0) {
+			status = dq_status_merge(status, DQ_EX_DATAERR);
+			continue;
+		}
+		fn(rec, arg);
+		json_decref(rec);
+	}
+	dq_reader_free(&rd);
+	return status;
 }

@@ -88,6 +88,14 @@ void dq_sleep_ms(int64_t ms);
 void dq_cli_config(void);
 void dq_cli_version(void);		/* prints "prog VERSION", exits 0 */
 void dq_cli_print_config(void);		/* prints the configuration, exits 0 */
+/* Write a record to stdout; a broken stdout ends the program with 74. */
+void dq_emit(json_t *rec);
+/* A system error: log it (steals ctx) and exit at once with the status
+ * that wins over the status so far. */
+_Noreturn void dq_stop(int status, const struct dq_err *, json_t *ctx);
+/* The record loop: fn for each record on stdin (borrowed).  Returns the
+ * loop's own status: 65 for a malformed record, 74 for a read error. */
+int dq_each_record(void (*fn)(json_t *rec, void *arg), void *arg);
 /* --check: open and check the store and/or queue; exits 0, 69 or 78. */
 void dq_cli_check(int store, int queue, const char *qname);
 

@@ -25,22 +25,6 @@ usage(const char *why)
 	exit(dq_finish_stdout(0));
 }
 
-static void
-emit(json_t *rec)
-{
-	if (dq_write_record(stdout, rec) < 0) {
-		dq_log(DQ_ERROR, "io_error", NULL, "stdout: %s", strerror(errno));
-		exit(DQ_EX_IOERR);
-	}
-}
-
-static _Noreturn void
-stop(const struct dq_err *err)
-{
-	dq_log_err(DQ_ERROR, "system_error", NULL, err);
-	exit(dq_finish_stdout(dq_status_merge(status, err->status)));
-}
-
 static json_t *
 ctx_of(json_t *rec)
 {
@@ -67,13 +51,13 @@ queue_for(json_t *receipt)
 	if (i == 8)
 		dq_die(DQ_EX_USAGE, "records name more than 8 queues");
 	if (!(queues[i] = dq_queue_open(name, &err)))
-		stop(&err);
+		dq_stop(status, &err, NULL);
 	if (strcmp(json_string_value(json_object_get(receipt, "backend")) ?
 	    json_string_value(json_object_get(receipt, "backend")) : "", queues[i]->ops->name) != 0) {
 		dq_err_system(&err, DQ_EX_CONFIG, "backend_mismatch",
 		    "record was received from backend %s, configured is %s",
 		    json_string_value(json_object_get(receipt, "backend")), queues[i]->ops->name);
-		stop(&err);
+		dq_stop(status, &err, NULL);
 	}
 	return queues[i];
 }
@@ -88,14 +72,14 @@ receive(const char *qname, long max, double wait, int flags)
 	int n;
 
 	if (!q)
-		stop(&err);
+		dq_stop(status, &err, NULL);
 	if ((n = q->ops->receive(q, (int)max, (int64_t)(wait * 1000), flags, out, &err)) < 0)
-		stop(&err);
+		dq_stop(status, &err, NULL);
 	json_array_foreach(out, i, rec) {
 		dq_log(DQ_INFO, flags & DQ_RECV_PEEK ? "peeked" : "received", ctx_of(rec),
 		    "%s from %s%s", flags & DQ_RECV_PEEK ? "peeked" : "received", q->name,
 		    flags & DQ_RECV_DEAD_LETTER ? " (dead-letter queue)" : "");
-		emit(rec);
+		dq_emit(rec);
 	}
 	json_decref(out);
 	dq_queue_close(q);
@@ -106,7 +90,7 @@ static void
 settle_failed(json_t *rec, const struct dq_err *err)
 {
 	if (err->scope == DQ_SCOPE_SYSTEM)
-		stop(err);
+		dq_stop(status, err, NULL);
 	dq_log_err(DQ_ERROR, "settle_failed", ctx_of(rec), err);
 	if (!dq_record_has_error(rec, NULL))
 		dq_record_set_error(rec, "settle", err);
@@ -196,6 +180,23 @@ renew(json_t *rec)
 		    json_string_value(json_object_get(receipt, "locked_until")));
 }
 
+static long max_attempts;
+static const char *require;
+
+static void
+settle_one(json_t *rec, void *arg)
+{
+	settle(rec, require, max_attempts);
+	dq_emit(rec);
+}
+
+static void
+renew_one(json_t *rec, void *arg)
+{
+	renew(rec);
+	dq_emit(rec);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -215,10 +216,10 @@ main(int argc, char *argv[])
 		{ "check", no_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *qname = NULL, *require = NULL;
-	long max = 1, max_attempts;
+	const char *qname = NULL;
+	long max = 1;
 	double wait = 5;
-	int check = 0, c, flags = 0, do_settle = 0, do_renew = 0, recv_opts = 0, r;
+	int check = 0, c, flags = 0, do_settle = 0, do_renew = 0, recv_opts = 0;
 	char *end;
 
 	dq_init(argv[0]);
@@ -273,28 +274,8 @@ main(int argc, char *argv[])
 		return dq_finish_stdout(status);
 	}
 
-	struct dq_reader rd;
-	json_t *rec;
-
-	dq_reader_init(&rd, stdin, "<stdin>");
-	while ((r = dq_read_record(&rd, &rec)) != 0) {
-		if (r == -2) {
-			dq_log(DQ_ERROR, "io_error", NULL, "<stdin>: %s", strerror(errno));
-			status = dq_status_merge(status, DQ_EX_IOERR);
-			break;
-		}
-		if (r < 0) {
-			status = dq_status_merge(status, DQ_EX_DATAERR);
-			continue;
-		}
-		if (do_settle)
-			settle(rec, require, max_attempts);
-		else
-			renew(rec);
-		emit(rec);
-		json_decref(rec);
-	}
-	dq_reader_free(&rd);
+	c = dq_each_record(do_settle ? settle_one : renew_one, NULL);
+	status = dq_status_merge(status, c);
 	for (size_t i = 0; i < 8 && queues[i]; i++)
 		dq_queue_close(queues[i]);
 	return dq_finish_stdout(status);

@@ -1,5 +1,4 @@
 /* dq-enqueue - send each record's message to the queue. */
-#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,50 @@ usage(const char *why)
 	exit(dq_finish_stdout(0));
 }
 
+static struct dq_queue *q;
+static int new_id, status;
+
+static void
+enqueue(json_t *rec, void *arg)
+{
+	json_t *msg = json_object_get(rec, "message");
+	const char *image_id = json_string_value(json_object_get(msg, "image_id"));
+	struct dq_err err;
+	char mid[37];
+	int r;
+
+	if (dq_record_has_error(rec, NULL) || !msg) {
+		dq_emit(rec);	/* not ours: passed on untouched */
+		return;
+	}
+	if (dq_message_check(msg, &err) < 0) {
+		dq_record_set_error(rec, "enqueue", &err);
+		dq_log_err(DQ_ERROR, "rejected", NULL, &err);
+		status = dq_status_merge(status, err.status);
+		dq_emit(rec);
+		return;
+	}
+	if (new_id)
+		dq_uuid_new(mid);
+	else
+		snprintf(mid, sizeof mid, "%s", image_id);
+	if ((r = q->ops->send(q, msg, mid, &err)) < 0) {
+		if (err.scope == DQ_SCOPE_SYSTEM)
+			dq_stop(status, &err, json_pack("{s:s}", "image_id", image_id));
+		dq_record_set_error(rec, "enqueue", &err);
+		dq_log_err(DQ_ERROR, "rejected", json_pack("{s:s}", "image_id", image_id), &err);
+		status = dq_status_merge(status, err.status);
+	} else {
+		json_object_set_new(rec, "enqueued", json_pack("{s:s,s:s}",
+		    "queue", q->name, "message_id", mid));
+		/* A duplicate is logged by the backend that saw it. */
+		if (r == 0)
+			dq_log(DQ_INFO, "enqueued", json_pack("{s:s,s:s,s:s}", "image_id", image_id,
+			    "message_id", mid, "queue", q->name), "queued on %s", q->name);
+	}
+	dq_emit(rec);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -32,11 +75,8 @@ main(int argc, char *argv[])
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *qname = NULL;
-	int check = 0, c, new_id = 0, status = 0, r;
-	struct dq_queue *q = NULL;
-	struct dq_reader rd;
+	int check = 0, c;
 	struct dq_err err;
-	json_t *rec;
 
 	dq_init(argv[0]);
 	dq_cli_config();
@@ -56,70 +96,10 @@ main(int argc, char *argv[])
 		dq_cli_check(0, 1, qname);
 	if (argc > 0)
 		usage("no arguments expected: records come on standard input");
-	if (!(q = dq_queue_open(qname, &err))) {
-		dq_log_err(DQ_ERROR, "system_error", NULL, &err);
-		return err.status;
-	}
-
-	dq_reader_init(&rd, stdin, "<stdin>");
-	while ((r = dq_read_record(&rd, &rec)) != 0) {
-		json_t *msg;
-		const char *image_id;
-		char mid[37];
-
-		if (r == -2) {
-			dq_log(DQ_ERROR, "io_error", NULL, "<stdin>: %s", strerror(errno));
-			status = dq_status_merge(status, DQ_EX_IOERR);
-			break;
-		}
-		if (r < 0) {
-			status = dq_status_merge(status, DQ_EX_DATAERR);
-			continue;
-		}
-		msg = json_object_get(rec, "message");
-		if (!dq_record_has_error(rec, NULL) && msg) {
-			image_id = json_string_value(json_object_get(msg, "image_id"));
-			if (dq_message_check(msg, &err) < 0) {
-				dq_record_set_error(rec, "enqueue", &err);
-				dq_log_err(DQ_ERROR, "rejected", NULL, &err);
-				status = dq_status_merge(status, err.status);
-			} else {
-				if (new_id)
-					dq_uuid_new(mid);
-				else
-					snprintf(mid, sizeof mid, "%s", image_id);
-				r = q->ops->send(q, msg, mid, &err);
-				if (r < 0 && err.scope == DQ_SCOPE_SYSTEM) {
-					dq_log_err(DQ_ERROR, "system_error",
-					    json_pack("{s:s}", "image_id", image_id), &err);
-					json_decref(rec);
-					status = dq_status_merge(status, err.status);
-					break;
-				}
-				if (r < 0) {
-					dq_record_set_error(rec, "enqueue", &err);
-					dq_log_err(DQ_ERROR, "rejected", json_pack("{s:s}", "image_id", image_id), &err);
-					status = dq_status_merge(status, err.status);
-				} else {
-					json_object_set_new(rec, "enqueued", json_pack("{s:s,s:s}",
-					    "queue", q->name, "message_id", mid));
-					/* A duplicate is logged by the backend that saw it. */
-					if (r == 0)
-						dq_log(DQ_INFO, "enqueued",
-						    json_pack("{s:s,s:s,s:s}", "image_id", image_id,
-						    "message_id", mid, "queue", q->name),
-						    "queued on %s", q->name);
-				}
-			}
-		}
-		if (dq_write_record(stdout, rec) < 0) {
-			json_decref(rec);
-			status = dq_status_merge(status, DQ_EX_IOERR);
-			break;
-		}
-		json_decref(rec);
-	}
-	dq_reader_free(&rd);
+	if (!(q = dq_queue_open(qname, &err)))
+		dq_stop(0, &err, NULL);
+	c = dq_each_record(enqueue, NULL);
+	status = dq_status_merge(status, c);
 	dq_queue_close(q);
 	return dq_finish_stdout(status);
 }

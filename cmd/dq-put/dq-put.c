@@ -27,30 +27,13 @@ usage(const char *why)
 }
 
 static void
-emit(json_t *rec)
-{
-	if (dq_write_record(stdout, rec) < 0) {
-		dq_log(DQ_ERROR, "io_error", NULL, "stdout: %s", strerror(errno));
-		exit(DQ_EX_IOERR);
-	}
-}
-
-/* A system error stops the stage at once: no further records. */
-static void
-stop(const struct dq_err *err, json_t *ctx)
-{
-	dq_log_err(DQ_ERROR, "system_error", ctx, err);
-	exit(dq_finish_stdout(dq_status_merge(status, err->status)));
-}
-
-static void
 reject_file(const char *file, const struct dq_err *err)
 {
 	json_t *rec = json_pack("{s:s}", "file", file);
 
 	dq_record_set_error(rec, "put", err);
 	dq_log_err(DQ_ERROR, "rejected", json_pack("{s:s}", "file", file), err);
-	emit(rec);
+	dq_emit(rec);
 	json_decref(rec);
 	status = dq_status_merge(status, err->status);
 }
@@ -95,7 +78,7 @@ put_file(const char *file, const char *sku, const char *facility,
 	if (dq_store_put(store, dq_cfg.raw_container, name, data, len,
 	    dq_image_mime(in.type), meta, DQ_PUT_CREATE_SAME, &res, &err) < 0) {
 		if (err.scope == DQ_SCOPE_SYSTEM)
-			stop(&err, json_pack("{s:s,s:s}", "file", file, "image_id", id));
+			dq_stop(status, &err, json_pack("{s:s,s:s}", "file", file, "image_id", id));
 		reject_file(file, &err);
 		goto out;
 	}
@@ -118,7 +101,7 @@ put_file(const char *file, const char *sku, const char *facility,
 	dq_log(DQ_INFO, res.existing ? "existing" : "stored",
 	    json_pack("{s:s,s:s,s:s}", "image_id", id, "file", file, "blob", name),
 	    "%s %s/%s", res.existing ? "already stored as" : "stored as", dq_cfg.raw_container, name);
-	emit(rec);
+	dq_emit(rec);
 	json_decref(rec);
 out:
 	json_decref(msg);
@@ -144,22 +127,22 @@ emit_stored(const char *blob, void *arg)
 		dq_artifact_name(id, an, sizeof an);
 		int r = store->ops->exists(store, dq_cfg.processed_container, an, &err);
 		if (r < 0)
-			stop(&err, NULL);
+			dq_stop(status, &err, NULL);
 		if (r > 0)
 			return 0;
 	}
 	if (store->ops->get(store, dq_cfg.raw_container, blob, NULL, NULL, &meta, &err) < 0)
-		stop(&err, NULL);
+		dq_stop(status, &err, NULL);
 	if (!(msg = dq_message_from_metadata(meta, &err))) {
 		rec = json_pack("{s:s}", "blob", blob);
 		dq_record_set_error(rec, "put", &err);
 		dq_log_err(DQ_ERROR, "rejected", json_pack("{s:s}", "image_id", id), &err);
-		emit(rec);
+		dq_emit(rec);
 		json_decref(rec);
 		status = dq_status_merge(status, err.status);
 	} else {
 		rec = json_pack("{s:o}", "message", msg);
-		emit(rec);
+		dq_emit(rec);
 		json_decref(rec);
 	}
 	json_decref(meta);
@@ -185,7 +168,7 @@ put_stored(char **ids, int n)
 
 	if (n == 0) {
 		if (store->ops->list(store, dq_cfg.raw_container, NULL, emit_stored, "all", &err) < 0)
-			stop(&err, NULL);
+			dq_stop(status, &err, NULL);
 		return;
 	}
 	for (int i = 0; i < n; i++) {
@@ -197,7 +180,7 @@ put_stored(char **ids, int n)
 			continue;
 		}
 		if (store->ops->list(store, dq_cfg.raw_container, ids[i], find_blob, &blob, &err) < 0)
-			stop(&err, NULL);
+			dq_stop(status, &err, NULL);
 		if (!blob) {
 			dq_err_set(&err, DQ_SCOPE_RECORD, DQ_EX_NOINPUT, 0, "not_found",
 			    "no raw image %s in %s", ids[i], dq_cfg.raw_container);
@@ -268,7 +251,7 @@ put_record(json_t *rec, int replace)
 	    "application/json", NULL, replace && !marker ? DQ_PUT_REPLACE : DQ_PUT_CREATE,
 	    &res, &err) < 0) {
 		if (err.scope == DQ_SCOPE_SYSTEM)
-			stop(&err, json_pack("{s:s}", "image_id", id));
+			dq_stop(status, &err, json_pack("{s:s}", "image_id", id));
 		dq_record_set_error(rec, "put", &err);
 		status = dq_status_merge(status, err.status);
 	} else {
@@ -285,6 +268,13 @@ put_record(json_t *rec, int replace)
 	}
 	free(text);
 	json_decref(doc);
+}
+
+static void
+put_and_emit(json_t *rec, void *replace)
+{
+	put_record(rec, *(int *)replace);
+	dq_emit(rec);
 }
 
 int
@@ -355,33 +345,16 @@ main(int argc, char *argv[])
 		usage("--sku, --facility, --extra and --id apply to FILE arguments");
 
 	if (!(store = dq_store_open(&err)))
-		stop(&err, NULL);
+		dq_stop(status, &err, NULL);
 	if (stored)
 		put_stored(argv, argc);
 	else if (argc > 0)
 		for (int i = 0; i < argc; i++)
 			put_file(argv[i], sku, facility, extra, id);
 	else {
-		struct dq_reader rd;
-		json_t *rec;
-		int r;
+		int rs = dq_each_record(put_and_emit, &replace);
 
-		dq_reader_init(&rd, stdin, "<stdin>");
-		while ((r = dq_read_record(&rd, &rec)) != 0) {
-			if (r == -2) {
-				dq_log(DQ_ERROR, "io_error", NULL, "<stdin>: %s", strerror(errno));
-				status = dq_status_merge(status, DQ_EX_IOERR);
-				break;
-			}
-			if (r < 0) {
-				status = dq_status_merge(status, DQ_EX_DATAERR);
-				continue;
-			}
-			put_record(rec, replace);
-			emit(rec);
-			json_decref(rec);
-		}
-		dq_reader_free(&rd);
+		status = dq_status_merge(status, rs);
 	}
 	json_decref(extra);
 	dq_store_close(store);
