@@ -45,7 +45,7 @@ run_examples() {
 }
 
 @test "dq(7) examples run the whole job" {
-	dq-synth -s 7 -o "$HOME/dq" --refs 3 --good 1 --defects 1
+	dq-synth -s 7 -o "$HOME/dq" -W 480 -H 360 --refs 3 --good 1 --defects 1
 	unset DQ_LOCAL_DIR
 	run_examples dq.7
 	export DQ_LOCAL_DIR=$HOME/dq

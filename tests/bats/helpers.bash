@@ -24,6 +24,8 @@ dq_env() {
 	export DQ_LOCAL_DIR="$BATS_TEST_TMPDIR/dq"
 	export DQ_LOG_FORMAT=json
 	export DQ_POLL_MS=20
+	# a drained queue is known after this long, not the 5 s of production
+	export DQ_WORKER_WAIT_SECONDS=0.5
 }
 
 # assert_json_equal ACTUAL EXPECTED: the same JSON, key order aside.
