@@ -41,6 +41,8 @@ static const struct var vars[] = {
 	{ "AZURE_SERVICEBUS_QUEUE", "defect-jobs", STR, S(queue), 0, 0 },
 	{ "WORKER_MAX_MESSAGES", "10", INT, S(max_messages), 1, 1000 },
 	{ "WORKER_MAX_DELIVERY_ATTEMPTS", "5", INT, S(max_delivery_attempts), 1, 1000 },
+	{ "DQ_WORKER_WAIT_SECONDS", "5", SECS, S(worker_wait_seconds), 0, 3600 },
+	{ "DQ_WORKER_GRACE_SECONDS", "25", SECS, S(worker_grace_seconds), 0, 3600 },
 	{ "API_KEY", NULL, SECRET, S(api_key), 0, 0 },
 	{ "CORS_ORIGINS", NULL, STR, S(cors_origins), 0, 0 },
 	{ "RATE_LIMIT_PER_IP", "0", INT, S(rate_limit_per_ip), 0, 1e9 },

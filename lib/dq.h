@@ -130,6 +130,7 @@ struct dq_config {
 	const char *servicebus_namespace, *servicebus_connection_string, *queue;
 	/* worker */
 	long max_messages, max_delivery_attempts;
+	double worker_wait_seconds, worker_grace_seconds;	/* read by dq-worker */
 	/* ingest */
 	const char *api_key, *cors_origins;
 	long rate_limit_per_ip, rate_limit_per_key;
