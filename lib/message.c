@@ -172,44 +172,37 @@ dq_message_from_metadata(json_t *meta, struct dq_err *err)
 	return msg;
 }
 
-static int
-depth_of(json_t *j)
-{
-	int d = 0, c;
-	const char *k;
-	json_t *v;
-	size_t i;
-
-	if (json_is_object(j)) {
-		json_object_foreach(j, k, v)
-			if ((c = depth_of(v)) > d)
-				d = c;
-		return d + 1;
-	}
-	if (json_is_array(j)) {
-		json_array_foreach(j, i, v)
-			if ((c = depth_of(v)) > d)
-				d = c;
-		return d + 1;
-	}
-	return 0;
-}
-
 json_t *
 dq_extra_parse(const char *text, size_t len, struct dq_err *err)
 {
 	json_t *j;
 	json_error_t je;
-	size_t opens = 0;
 
 	if (len > EXTRA_MAX_BYTES) {
 		dq_err_record(err, "bad_metadata", "metadata exceeds %d bytes", EXTRA_MAX_BYTES);
 		return NULL;
 	}
-	/* Bound nesting before Jansson recurses into it. */
-	for (size_t i = 0; i < len; i++)
-		if (text[i] == '[' || text[i] == '{')
-			opens++;
+	/* Bound nesting before Jansson recurses into it: brackets outside
+	 * strings, which the length limit keeps cheap to count. */
+	for (size_t i = 0, depth = 0, in_str = 0; i < len; i++) {
+		char c = text[i];
+
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+		} else if (c == '"')
+			in_str = 1;
+		else if (c == '[' || c == '{') {
+			if (++depth > EXTRA_MAX_DEPTH) {
+				dq_err_record(err, "bad_metadata", "metadata nests deeper than %d levels",
+				    EXTRA_MAX_DEPTH);
+				return NULL;
+			}
+		} else if ((c == ']' || c == '}') && depth > 0)
+			depth--;
+	}
 	j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
 	if (!j) {
 		dq_err_record(err, "bad_metadata", "metadata is not valid JSON: %s", je.text);
@@ -218,11 +211,6 @@ dq_extra_parse(const char *text, size_t len, struct dq_err *err)
 	if (!json_is_object(j)) {
 		json_decref(j);
 		dq_err_record(err, "bad_metadata", "metadata must be a JSON object");
-		return NULL;
-	}
-	if (opens > 0 && depth_of(j) > EXTRA_MAX_DEPTH) {
-		json_decref(j);
-		dq_err_record(err, "bad_metadata", "metadata nests deeper than %d levels", EXTRA_MAX_DEPTH);
 		return NULL;
 	}
 	return j;

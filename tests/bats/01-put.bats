@@ -151,3 +151,19 @@ setup() {
 	assert_success
 	assert_output --regexp '^dq-put [0-9]+\.[0-9]+\.[0-9]+$'
 }
+
+@test "--extra that is not an object, too deep or too large is a usage error" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --extra '[1]' "$FIXTURES/a.jpg"
+	assert_failure 64
+	[[ "$stderr" == *"must be a JSON object"* ]]
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --extra '{"a":[[[[[[[[1]]]]]]]]}' "$FIXTURES/a.jpg"
+	assert_failure 64
+	[[ "$stderr" == *"deeper than 8"* ]]
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --extra "{\"a\":\"$(head -c 5000 /dev/zero | tr '\0' x)\"}" "$FIXTURES/a.jpg"
+	assert_failure 64
+	[[ "$stderr" == *"exceeds 4096 bytes"* ]]
+	assert_equal "$(blob_count raw-images)" 0
+	# brackets inside strings are text, not nesting
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --extra '{"s":"[[[[[[[[[[{{{{"}' "$FIXTURES/a.jpg"
+	assert_success
+}
