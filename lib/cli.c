@@ -17,6 +17,17 @@ dq_cli_config(void)
 }
 
 void
+dq_usage(const char *synopsis, const char *why)
+{
+	if (why) {
+		fprintf(stderr, "%s: %s\n%s", dq_prog, why, synopsis);
+		exit(DQ_EX_USAGE);
+	}
+	fputs(synopsis, stdout);
+	exit(dq_finish_stdout(0));
+}
+
+void
 dq_cli_version(void)
 {
 	printf("%s %s\n", dq_prog, DQ_VERSION);

@@ -84,6 +84,15 @@ int dq_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 void dq_sleep_ms(int64_t ms);
 
 /* cli.c: what every program does at start. */
+/* The options every record program has, for its getopt_long table. */
+#define DQ_COMMON_OPTIONS \
+	{ "help", no_argument, NULL, 'h' }, \
+	{ "version", no_argument, NULL, 'V' }, \
+	{ "print-config", no_argument, NULL, 'P' }, \
+	{ "check", no_argument, NULL, 'C' }
+/* why NULL: the synopsis on stdout, exit 0 (-h); else "prog: why" and the
+ * synopsis on stderr, exit 64. */
+_Noreturn void dq_usage(const char *synopsis, const char *why);
 /* Load the configuration or exit 78 with the reason logged. */
 void dq_cli_config(void);
 void dq_cli_version(void);		/* prints "prog VERSION", exits 0 */

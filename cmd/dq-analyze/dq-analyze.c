@@ -41,15 +41,10 @@ static pthread_mutex_t store_mu = PTHREAD_MUTEX_INITIALIZER;	/* store ops are no
 static int status;
 static int wake_pipe[2] = { -1, -1 };
 
-static void
+static _Noreturn void
 usage(const char *why)
 {
-	if (why) {
-		fprintf(stderr, "dq-analyze: %s\n%s", why, synopsis);
-		exit(DQ_EX_USAGE);
-	}
-	fputs(synopsis, stdout);
-	exit(dq_finish_stdout(0));
+	dq_usage(synopsis, why);
 }
 
 static void
@@ -567,10 +562,7 @@ main(int argc, char *argv[])
 		{ "force", no_argument, NULL, 'F' },
 		{ "annotate", required_argument, NULL, 'a' },
 		{ "sku", required_argument, NULL, 's' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "print-config", no_argument, NULL, 'P' },
-		{ "check", no_argument, NULL, 'C' },
+		DQ_COMMON_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sku = NULL;

@@ -14,15 +14,10 @@ static const char synopsis[] =
 static int status;
 static struct dq_queue *queues[8];
 
-static void
+static _Noreturn void
 usage(const char *why)
 {
-	if (why) {
-		fprintf(stderr, "dq-dequeue: %s\n%s", why, synopsis);
-		exit(DQ_EX_USAGE);
-	}
-	fputs(synopsis, stdout);
-	exit(dq_finish_stdout(0));
+	dq_usage(synopsis, why);
 }
 
 static json_t *
@@ -210,10 +205,7 @@ main(int argc, char *argv[])
 		{ "renew", no_argument, NULL, 'r' },
 		{ "require", required_argument, NULL, 'R' },
 		{ "max-attempts", required_argument, NULL, 'm' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "print-config", no_argument, NULL, 'P' },
-		{ "check", no_argument, NULL, 'C' },
+		DQ_COMMON_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *qname = NULL;

@@ -7,15 +7,10 @@
 
 static const char synopsis[] = "usage: dq-enqueue [-q QUEUE] [--new-id] < records\n";
 
-static void
+static _Noreturn void
 usage(const char *why)
 {
-	if (why) {
-		fprintf(stderr, "dq-enqueue: %s\n%s", why, synopsis);
-		exit(DQ_EX_USAGE);
-	}
-	fputs(synopsis, stdout);
-	exit(dq_finish_stdout(0));
+	dq_usage(synopsis, why);
 }
 
 static struct dq_queue *q;
@@ -68,10 +63,7 @@ main(int argc, char *argv[])
 	static const struct option opts[] = {
 		{ "queue", required_argument, NULL, 'q' },
 		{ "new-id", no_argument, NULL, 'n' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "print-config", no_argument, NULL, 'P' },
-		{ "check", no_argument, NULL, 'C' },
+		DQ_COMMON_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *qname = NULL;

@@ -15,15 +15,10 @@ static struct dq_store *store;
 static int status;
 static long max_attempts;
 
-static void
+static _Noreturn void
 usage(const char *why)
 {
-	if (why) {
-		fprintf(stderr, "dq-put: %s\n%s", why, synopsis);
-		exit(DQ_EX_USAGE);
-	}
-	fputs(synopsis, stdout);
-	exit(dq_finish_stdout(0));
+	dq_usage(synopsis, why);
 }
 
 static void
@@ -288,10 +283,7 @@ main(int argc, char *argv[])
 		{ "stored", no_argument, NULL, 'S' },
 		{ "replace", no_argument, NULL, 'r' },
 		{ "max-attempts", required_argument, NULL, 'm' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "print-config", no_argument, NULL, 'P' },
-		{ "check", no_argument, NULL, 'C' },
+		DQ_COMMON_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sku = NULL, *facility = NULL, *extra_s = NULL, *id = NULL;
