@@ -7,7 +7,7 @@ set -eu
 build="gcc make pkg-config libcurl4-openssl-dev libjansson-dev libssl-dev uuid-dev
 libjpeg62-turbo-dev libpng-dev libwebp-dev libfcgi-dev"
 test="bats bats-support bats-assert jq lighttpd python3 mandoc shellcheck wrk clang
-libclang-rt-14-dev valgrind parallel"
+libclang-rt-14-dev valgrind parallel curl procps util-linux coreutils"
 
 case "${1:-}" in
 build) want=$build ;;
