@@ -28,6 +28,17 @@ dq_usage(const char *synopsis, const char *why)
 }
 
 void
+dq_cli_option(int c, const char *synopsis)
+{
+	switch (c) {
+	case 'h': dq_usage(synopsis, NULL);
+	case 'V': dq_cli_version();
+	case 'P': dq_cli_print_config();
+	default: dq_usage(synopsis, "unknown option");
+	}
+}
+
+void
 dq_cli_version(void)
 {
 	printf("%s %s\n", dq_prog, DQ_VERSION);

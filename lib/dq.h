@@ -93,10 +93,13 @@ void dq_sleep_ms(int64_t ms);
 /* why NULL: the synopsis on stdout, exit 0 (-h); else "prog: why" and the
  * synopsis on stderr, exit 64. */
 _Noreturn void dq_usage(const char *synopsis, const char *why);
+/* The getopt cases every program answers alike: -h, --version,
+ * --print-config, and an unknown option (64).  Never returns. */
+_Noreturn void dq_cli_option(int c, const char *synopsis);
 /* Load the configuration or exit 78 with the reason logged. */
 void dq_cli_config(void);
-void dq_cli_version(void);		/* prints "prog VERSION", exits 0 */
-void dq_cli_print_config(void);		/* prints the configuration, exits 0 */
+_Noreturn void dq_cli_version(void);		/* prints "prog VERSION", exits 0 */
+_Noreturn void dq_cli_print_config(void);		/* prints the configuration, exits 0 */
 /* Write a record to stdout; a broken stdout ends the program with 74. */
 void dq_emit(json_t *rec);
 /* A system error: log it (steals ctx) and exit at once with the status

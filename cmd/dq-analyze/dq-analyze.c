@@ -586,11 +586,8 @@ main(int argc, char *argv[])
 		case 'F': force = 1; skip_existing = 0; break;
 		case 'a': annotate_dir = optarg; break;
 		case 's': sku = optarg; break;
-		case 'h': usage(NULL); break;
-		case 'V': dq_cli_version(); break;
-		case 'P': dq_cli_print_config(); break;
 		case 'C': do_check = 1; break;
-		default: usage("unknown option");
+		default: dq_cli_option(c, synopsis);
 		}
 	}
 	argc -= optind;

@@ -76,11 +76,8 @@ main(int argc, char *argv[])
 		switch (c) {
 		case 'q': qname = optarg; break;
 		case 'n': new_id = 1; break;
-		case 'h': usage(NULL); break;
-		case 'V': dq_cli_version(); break;
-		case 'P': dq_cli_print_config(); break;
 		case 'C': check = 1; break;
-		default: usage("unknown option");
+		default: dq_cli_option(c, synopsis);
 		}
 	}
 	argc -= optind;

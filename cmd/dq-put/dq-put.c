@@ -308,11 +308,8 @@ main(int argc, char *argv[])
 			if (*end || max_attempts < 1)
 				usage("--max-attempts wants a positive number");
 			break;
-		case 'h': usage(NULL); break;
-		case 'V': dq_cli_version(); break;
-		case 'P': dq_cli_print_config(); break;
 		case 'C': check = 1; break;
-		default: usage("unknown option");
+		default: dq_cli_option(c, synopsis);
 		}
 	}
 	argc -= optind;

@@ -167,3 +167,21 @@ setup() {
 	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --extra '{"s":"[[[[[[[[[[{{{{"}' "$FIXTURES/a.jpg"
 	assert_success
 }
+
+@test "dq-put --stored of an image whose metadata is lost is a record error, the others still come" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" "$FIXTURES/b.png"
+	local lost kept
+	lost=$(head -1 <<<"$output" | jq -r .message.image_id)
+	kept=$(tail -1 <<<"$output" | jq -r .message.image_id)
+	rm "$DQ_LOCAL_DIR/store/raw-images/.meta/$lost.jpg.json"
+	run --separate-stderr dq-put --stored "$lost" "$kept"
+	assert_failure 65
+	assert_equal "$(head -1 <<<"$output" | jq -r .error.code)" bad_metadata
+	assert_equal "$(tail -1 <<<"$output" | jq -r .message.image_id)" "$kept"
+	run --separate-stderr dq-put --stored 0000
+	assert_failure 65
+	assert_equal "$(jq -r .error.code <<<"$output")" bad_id
+	run --separate-stderr dq-put --stored 6f1c2c1e-8a51-4f4e-9f5a-0b6a4a8f0c99
+	assert_failure 66
+	assert_equal "$(jq -r .error.code <<<"$output")" not_found
+}
