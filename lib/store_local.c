@@ -251,7 +251,8 @@ local_list(struct dq_store *s, const char *container, const char *prefix,
 		names[n++] = dq_xstrdup(de->d_name);
 	}
 	closedir(d);
-	qsort(names, n, sizeof *names, cmp_str);
+	if (n > 0)
+		qsort(names, n, sizeof *names, cmp_str);
 	for (size_t i = 0; i < n; i++) {
 		if (!r)
 			r = fn(names[i], arg);
