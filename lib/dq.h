@@ -163,6 +163,7 @@ struct dq_config {
 	double retry_base_ms, retry_cap_ms, retry_budget_ms;
 	double poll_ms;			/* DQ_POLL_MS: local spool polling, default 100 */
 	double analyze_delay_ms;	/* DQ_TEST_ANALYZE_DELAY_MS: test hook, 0 */
+	int test_send_fsync_fail;	/* DQ_TEST_SEND_FSYNC_FAIL: test hook, 0 */
 };
 extern struct dq_config dq_cfg;
 /* Load and validate; on error fills err (scope system, status 78). */
@@ -223,11 +224,24 @@ int dq_image_validate(const unsigned char *, size_t, struct dq_image_info *, str
 /* message.c: the queue message body and the raw blob's metadata. */
 /* Check sku/facility characters: [A-Za-z0-9._-], 1..64. */
 int dq_safe_token(const char *);
-/* Build the message body; steals extra (NULL means {}). */
+/*
+ * Build the message body; steals extra (NULL means {}).  file_name (NULL
+ * or "" for none) is metadata.file_name, already made by dq_file_name().
+ */
 json_t *dq_message_new(const char *image_id, const char *ingested_at,
     const char *sku, const char *facility, json_t *extra,
     const char *raw_container, const struct dq_image_info *,
-    size_t size, const char *sha256);
+    size_t size, const char *sha256, const char *file_name);
+/*
+ * The original file name as messages keep it: the last component of path
+ * (after any '/' or '\'), printable UTF-8 (anything else becomes '_'), at
+ * most DQ_FILE_NAME_MAX bytes.  1 with out set, 0 when nothing is left.
+ */
+#define DQ_FILE_NAME_MAX 255
+int dq_file_name(const char *path, char out[static DQ_FILE_NAME_MAX + 1]);
+/* A copy of s fit for a JSON string: invalid UTF-8 bytes become U+FFFD
+ * (malloc'd). */
+char *dq_utf8_fix(const char *s);
 /* Validate a message body; 0 or -1 with err (record scope). */
 int dq_message_check(json_t *msg, struct dq_err *);
 /* Blob metadata (flat string map) from a message and back. */
@@ -239,7 +253,6 @@ json_t *dq_extra_parse(const char *text, size_t len, struct dq_err *);
 /* store.c: the store interface. */
 enum dq_put_mode {
 	DQ_PUT_CREATE,		/* first writer wins: existing -> success, existing=1 */
-	DQ_PUT_CREATE_SAME,	/* raw: existing with same bytes -> existing=1, else conflict */
 	DQ_PUT_REPLACE,		/* overwrite */
 };
 struct dq_put_result {
@@ -276,7 +289,7 @@ struct dq_store {
 /* From dq_cfg; NULL with err (78) when nothing is configured. */
 struct dq_store *dq_store_open(struct dq_err *);
 void dq_store_close(struct dq_store *);
-/* put with the DESIGN rules of DQ_PUT_* (compares bytes for CREATE_SAME). */
+/* put with the DESIGN rules of DQ_PUT_* (raw images: dq_raw_store). */
 int dq_store_put(struct dq_store *, const char *container, const char *name,
     const void *data, size_t len, const char *content_type, json_t *metadata,
     enum dq_put_mode, struct dq_put_result *, struct dq_err *);
@@ -287,12 +300,58 @@ void dq_marker_name(const char *image_id, char *buf, size_t n);	/* <id>.error.js
 const char *dq_message_blob(json_t *msg, const char **container);
 struct dq_store *dq_store_local_open(const char *dir, struct dq_err *);
 
+/*
+ * raw.c: storing a raw image and building its message, the one path of
+ * dq-put FILE and dq-ingest.  Fill the inputs, dq_raw_prepare() (no store
+ * touched), dq_raw_store(), dq_raw_free().
+ */
+struct dq_raw {
+	/* given */
+	const char *sku, *facility;
+	json_t *extra;			/* borrowed; NULL means {} */
+	const char *file_name;		/* as given (a path, a part's filename); NULL: none */
+	const unsigned char *data;
+	size_t len;
+	/* set by dq_raw_prepare */
+	struct dq_image_info info;
+	char sha256[65];
+	/* set by dq_raw_store */
+	char image_id[37];
+	char blob[64];			/* <image_id>.<ext> in the raw container */
+	char etag[80];
+	json_t *msg;			/* the message: the stored one when existing */
+	int created;			/* this call wrote the image */
+	int existing;			/* the same bytes and a whole message were there */
+	int repaired;			/* the same bytes were there, their metadata not: completed */
+};
+/* Validate the image (dq_image_validate) and hash it: 0, or -1 with err
+ * (record scope, the validation's code). */
+int dq_raw_prepare(struct dq_raw *, struct dq_err *);
+/*
+ * Store it under id (NULL: a new random one) create-only, with the
+ * message's fields as blob metadata, and build the message.  An id names
+ * one image: another type stored under it, or other bytes, is the record
+ * error "conflict" (65) and nothing is written; the same bytes are success
+ * (existing, the stored message), or, when their metadata is missing or
+ * incomplete (a first attempt that failed half-way), are completed
+ * (repaired, a new message).  A store failure is a system error; a
+ * random id's half-written image is removed again.
+ */
+int dq_raw_store(struct dq_store *, struct dq_raw *, const char *id, struct dq_err *);
+void dq_raw_free(struct dq_raw *);
+
 /* queue.c: the queue interface. */
 enum { DQ_RECV_DEAD_LETTER = 1, DQ_RECV_PEEK = 2 };
+enum { DQ_SEND_FAILED = -1, DQ_SEND_UNKNOWN = -2 };
 struct dq_queue;
 struct dq_queue_ops {
 	const char *name;
-	/* 0 sent, 1 dropped as a duplicate of message_id, -1 error. */
+	/*
+	 * 0 sent, 1 dropped as a duplicate of message_id; on an error
+	 * DQ_SEND_FAILED (-1) when the message was certainly not sent, or
+	 * DQ_SEND_UNKNOWN (-2) when it may have been (a failure after it was
+	 * published, a lost answer): then whatever it refers to must stay.
+	 */
 	int (*send)(struct dq_queue *, json_t *body, const char *message_id,
 	    struct dq_err *);
 	/*

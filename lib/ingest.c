@@ -7,8 +7,9 @@
  * routing, the per-key bucket, then Content-Length (411, 413) — all before
  * one byte of the body is read.  Then the body is spooled to an unlinked
  * temporary file with a cap, the image validated from it, and only a valid
- * request touches the store: upload create-only, then enqueue; a failed
- * enqueue removes the image this request created.  Backends are opened on
+ * request touches the store: upload create-only (dq_raw_store), then
+ * enqueue; a send that certainly failed removes the image this request
+ * created, one whose outcome is unknown keeps it.  Backends are opened on
  * first use and kept in struct dq_ingest, so a FastCGI process reuses them
  * and a CGI request that is refused never opens them.
  */
@@ -21,6 +22,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "ingest.h"
 
@@ -308,46 +311,27 @@ str_at(json_t *m, const char *a, const char *b)
 }
 
 /*
- * The original answer of an idempotent request whose raw image exists:
- * 1 with ingested_at and *msg when it matches this request, 0 when it does
- * not (422), -1 on an error (answered).
+ * Whether the stored message of an idempotent request's image is this
+ * request's: the same fields, metadata and file name (the bytes, and so
+ * the type, are the same, or dq_raw_store found a conflict).
  */
 static int
-idem_match(struct dq_ingest *in, const char *blob, const char *sha,
-    const char *sku, const char *facility, json_t *extra, char *ingested_at,
-    json_t **msg, struct dq_response *r)
+same_request(json_t *stored, const struct dq_raw *raw)
 {
-	struct dq_err e;
-	unsigned char *data = NULL;
-	size_t len;
-	json_t *meta = NULL, *m, *want;
-	int got, rc = 0;
+	json_t *md = json_object_get(stored, "metadata");
+	json_t *want = raw->extra ? json_incref(raw->extra) : json_object();
+	char fname[DQ_FILE_NAME_MAX + 1];
+	int same;
 
-	got = in->store->ops->get(in->store, dq_cfg.raw_container, blob,
-	    &data, &len, &meta, &e);
-	free(data);
-	if (got < 0) {
-		fail_backend(r, "store", &e, 0);
-		return -1;
-	}
-	if (got == 0 || meta == NULL)
-		return 0;
-	m = dq_message_from_metadata(meta, &e);
-	json_decref(meta);
-	if (m == NULL)
-		return 0;
-	want = extra ? json_incref(extra) : json_object();
-	if (strcmp(str_at(m, "image", "sha256"), sha) == 0 &&
-	    strcmp(str_at(m, "metadata", "product_sku"), sku) == 0 &&
-	    strcmp(str_at(m, "metadata", "facility"), facility) == 0 &&
-	    json_equal(json_object_get(json_object_get(m, "metadata"), "extra"), want)) {
-		snprintf(ingested_at, 21, "%s", str_at(m, "ingested_at", NULL));
-		*msg = json_incref(m);
-		rc = 1;
-	}
+	if (!dq_file_name(raw->file_name, fname))
+		fname[0] = '\0';
+	same = strcmp(str_at(stored, "image", "sha256"), raw->sha256) == 0 &&
+	    strcmp(str_at(md, "product_sku", NULL), raw->sku) == 0 &&
+	    strcmp(str_at(md, "facility", NULL), raw->facility) == 0 &&
+	    strcmp(str_at(md, "file_name", NULL), fname) == 0 &&
+	    json_equal(json_object_get(md, "extra"), want);
 	json_decref(want);
-	json_decref(m);
-	return rc;
+	return same;
 }
 
 struct fields {
@@ -383,17 +367,17 @@ static void
 ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
     const char *caller)
 {
-	char type[128], boundary[128], sha[65], id[37], blob[64], at[21] = "";
+	char type[128], boundary[128], id[37];
 	char lockpath[4096];
 	struct dq_multipart mp;
 	struct dq_image_info info;
-	struct dq_put_result put;
+	struct dq_raw up = { 0 };
 	struct dq_err e;
 	struct fields f = { 0 };
 	long long length, max = dq_cfg.max_image_bytes, got = 0;
-	json_t *extra = NULL, *msg = NULL;
+	json_t *extra = NULL;
 	unsigned char *data = MAP_FAILED;
-	int fd = -1, lock = -1, raw, created = 0, i;
+	int fd = -1, lock = -1, raw, sent;
 	const char *idem = q->idempotency_key;
 
 	memset(&mp, 0, sizeof mp);
@@ -521,27 +505,28 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 		    dq_image_mime(f.declared), dq_image_mime(info.type));
 		goto out;
 	}
-	if (dq_image_validate(data, (size_t)got, &info, &e) < 0) {
+	up.sku = f.sku;
+	up.facility = f.facility;
+	up.extra = extra;
+	up.file_name = raw ? NULL : mp.image_filename;
+	up.data = data;
+	up.len = (size_t)got;
+	if (dq_raw_prepare(&up, &e) < 0) {
 		fail_err(r, strcmp(e.code, "too_many_pixels") == 0 ||
 		    strcmp(e.code, "too_large") == 0 ? 413 :
 		    strcmp(e.code, "not_an_image") == 0 ? 415 : 400, &e);
 		goto out;
 	}
-	dq_sha256_hex(data, (size_t)got, sha);
 	if (idem) {
 		char *name = dq_xasprintf("%s\n%s", caller, idem);
 
 		dq_uuid_v5(DQ_IDEMPOTENCY_NS, name, id);
 		free(name);
-	} else
-		dq_uuid_new(id);
-	memcpy(r->image_id, id, sizeof id);
-	snprintf(blob, sizeof blob, "%s.%s", id, dq_image_ext(info.type));
+		memcpy(r->image_id, id, sizeof id);
+	}
 	if (open_store(in, r) < 0 || open_queue(in, r) < 0)
 		goto out;
 	if (idem) {
-		int m;
-
 		if ((lock = idem_lock(id, lockpath, sizeof lockpath)) == -2) {
 			fail(r, 409, "conflict",
 			    "a request with this Idempotency-Key is in progress");
@@ -552,86 +537,56 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 			fail(r, 500, "internal", "idempotency state is unavailable");
 			goto out;
 		}
-		m = idem_match(in, blob, sha, f.sku, f.facility, extra, at, &msg, r);
-		if (m < 0)
-			goto out;
-		if (m == 0) {
-			/* Another body under the key: any raw image of the id. */
-			for (i = DQ_IMG_JPEG; i <= DQ_IMG_WEBP; i++) {
-				char other[64];
-
-				snprintf(other, sizeof other, "%s.%s", id,
-				    dq_image_ext((enum dq_image_type)i));
-				if (in->store->ops->exists(in->store,
-				    dq_cfg.raw_container, other, &e) != 0) {
-					fail(r, 422, "idempotency_key_reused",
-					    "this Idempotency-Key was used with another request");
-					goto out;
-				}
-			}
-		}
 	}
-	if (msg == NULL) {
-		json_t *meta;
-		int pr;
-
-		dq_rfc3339(time(NULL), at);
-		msg = dq_message_new(id, at, f.sku, f.facility, extra,
-		    dq_cfg.raw_container, &info, (size_t)got, sha);
-		extra = NULL;
-		meta = dq_message_to_metadata(msg);
-		pr = dq_store_put(in->store, dq_cfg.raw_container, blob, data,
-		    (size_t)got, dq_image_mime(info.type), meta, DQ_PUT_CREATE_SAME,
-		    &put, &e);
-		json_decref(meta);
-		if (pr < 0 && e.scope == DQ_SCOPE_RECORD && strcmp(e.code, "conflict") == 0) {
-			fail(r, 409, "conflict", "a concurrent request created this image");
-			goto out;
-		}
-		if (pr < 0) {
+	if (dq_raw_store(in->store, &up, idem ? id : NULL, &e) < 0) {
+		memcpy(r->image_id, up.image_id, sizeof up.image_id);
+		if (e.scope == DQ_SCOPE_SYSTEM)
 			fail_backend(r, "store", &e, 0);
-			goto out;
-		}
-		created = !put.existing;
-		if (put.existing) {
-			/* Raced by another replica with the same body: its answer. */
-			json_t *x = json_incref(json_object_get(
-			    json_object_get(msg, "metadata"), "extra"));
-			int m;
-
-			json_decref(msg);
-			msg = NULL;
-			m = idem_match(in, blob, sha, f.sku, f.facility, x, at, &msg, r);
-			json_decref(x);
-			if (m <= 0) {
-				if (m == 0)
-					fail(r, 409, "conflict", "a concurrent request created this image");
-				goto out;
-			}
-		}
+		else if (idem)
+			fail(r, 422, "idempotency_key_reused",
+			    "this Idempotency-Key was used with another request");
+		else
+			fail(r, 409, "conflict", "%s", e.msg);
+		goto out;
+	}
+	memcpy(r->image_id, up.image_id, sizeof up.image_id);
+	if (up.existing && !same_request(up.msg, &up)) {
+		fail(r, 422, "idempotency_key_reused",
+		    "this Idempotency-Key was used with another request");
+		goto out;
 	}
 	/* Sent again on a retry: the queue drops a duplicate message id. */
-	if (in->queue->ops->send(in->queue, msg, id, &e) < 0) {
-		if (created) {
-			struct dq_err e2;
+	sent = in->queue->ops->send(in->queue, up.msg, up.image_id, &e);
+	if (sent < 0) {
+		struct dq_err e2;
 
-			if (in->store->ops->del(in->store, dq_cfg.raw_container, blob, &e2) < 0)
-				dq_log_err(DQ_ERROR, "orphan", json_pack("{s:s}",
-				    "image_id", id), &e2);
-		}
+		/*
+		 * Only an image whose message was certainly not sent is
+		 * removed: a message without its image is lost for good, an
+		 * image without a message is reconciled (dq-put --stored).
+		 */
+		if (up.created && sent == DQ_SEND_UNKNOWN)
+			dq_log(DQ_WARNING, "send_unknown", json_pack("{s:s,s:s}",
+			    "image_id", up.image_id, "blob", up.blob),
+			    "the message may have been sent: %s/%s is kept "
+			    "(reconcile with dq-put --stored)", dq_cfg.raw_container, up.blob);
+		else if (up.created &&
+		    in->store->ops->del(in->store, dq_cfg.raw_container, up.blob, &e2) < 0)
+			dq_log_err(DQ_ERROR, "orphan", json_pack("{s:s}",
+			    "image_id", up.image_id), &e2);
 		fail_backend(r, "queue", &e, 0);
 		goto out;
 	}
-	hdr(r, "Location: /api/v1/images/%s", id);
-	body_json(r, 202, json_pack("{s:s,s:s,s:s}", "image_id", id, "status", "queued",
-	    "ingested_at", at));
+	hdr(r, "Location: /api/v1/images/%s", up.image_id);
+	body_json(r, 202, json_pack("{s:s,s:s,s:s}", "image_id", up.image_id,
+	    "status", "queued", "ingested_at", str_at(up.msg, "ingested_at", NULL)));
 out:
 	if (data != MAP_FAILED)
 		munmap(data, (size_t)got);
 	if (fd >= 0)
 		close(fd);
 	idem_unlock(lock, lockpath);
-	json_decref(msg);
+	dq_raw_free(&up);
 	json_decref(extra);
 	if (raw) {
 		free(f.sku);
@@ -710,6 +665,36 @@ preflight(struct dq_response *r, int allowed)
 	hdr(r, "Access-Control-Max-Age: 600");
 }
 
+/*
+ * The identity of a caller whose API_KEY entry is a bare secret (no name):
+ * "key:" and the first 16 hex digits of HMAC-SHA256 keyed with the secret
+ * over a fixed label.  Unique to the key, so two bare-secret cameras never
+ * share image ids or a bucket, yet it tells nothing of the secret; a name
+ * ends at the first ':', so no named entry can have it.
+ */
+static void
+bare_identity(const char *secret, size_t len, char *out, size_t n)
+{
+	static const char label[] = "dq ingest caller identity";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	char hex[17];
+
+	if (HMAC(EVP_sha256(), secret, (int)len, (const unsigned char *)label,
+	    sizeof label - 1, md, &mdlen) == NULL || mdlen < 8) {
+		/* never without an identity: the whole-key hash, truncated */
+		char full[65];
+
+		dq_sha256_hex(secret, len, full);
+		snprintf(out, n, "key:%.16s", full);
+		return;
+	}
+	for (int i = 0; i < 8; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	snprintf(out, n, "key:%s", hex);
+	dq_wipe(md, sizeof md);
+}
+
 void
 dq_ingest_handle(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r)
 {
@@ -753,15 +738,9 @@ dq_ingest_handle(struct dq_ingest *in, const struct dq_request *q, struct dq_res
 			    "an API key is required (X-API-Key or Authorization: Bearer)");
 			return;
 		}
-		if (caller[0])
-			snprintf(bucket, sizeof bucket, "name:%s", caller);
-		else {
-			/* A bare secret: its hash names the bucket. */
-			char hex[65];
-
-			dq_sha256_hex(cred, credlen, hex);
-			snprintf(bucket, sizeof bucket, "secret:%s", hex);
-		}
+		if (!caller[0])
+			bare_identity(cred, credlen, caller, sizeof caller);
+		snprintf(bucket, sizeof bucket, "name:%s", caller);
 	} else if (dq_cfg.insecure_no_auth) {
 		caller[0] = '\0';
 		snprintf(bucket, sizeof bucket, "anonymous");

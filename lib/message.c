@@ -28,22 +28,133 @@ dq_safe_token(const char *s)
 	return n > 0 && n <= 64 && s[0] != '.';
 }
 
+/* The UTF-8 character at s (n bytes left): its length and *cp, or 0 when
+ * the bytes are no valid UTF-8 (overlong, a surrogate, beyond Unicode). */
+static size_t
+utf8_char(const unsigned char *s, size_t n, unsigned *cp)
+{
+	unsigned c = s[0];
+	size_t len, i;
+
+	if (c < 0x80) {
+		*cp = c;
+		return 1;
+	}
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2, *cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		len = 3, *cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4, *cp = c & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		*cp = *cp << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 3 && *cp < 0x800) || (len == 4 && (*cp < 0x10000 || *cp > 0x10ffff)) ||
+	    (*cp >= 0xd800 && *cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* A printable character at s: its length, or 0 (a control, DEL, a C1
+ * control, or no valid UTF-8). */
+static size_t
+utf8_printable(const unsigned char *s, size_t n)
+{
+	unsigned cp;
+	size_t len = utf8_char(s, n, &cp);
+
+	if (len == 0 || cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+		return 0;
+	return len;
+}
+
+char *
+dq_utf8_fix(const char *s)
+{
+	size_t n = strlen(s), o = 0, k;
+	char *out = dq_xmalloc(n * 3 + 1);
+	unsigned cp;
+
+	while (n > 0) {
+		if ((k = utf8_char((const unsigned char *)s, n, &cp)) == 0) {
+			memcpy(out + o, "\xef\xbf\xbd", 3);	/* U+FFFD */
+			o += 3;
+			k = 1;
+		} else {
+			memcpy(out + o, s, k);
+			o += k;
+		}
+		s += k;
+		n -= k;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+int
+dq_file_name(const char *path, char out[static DQ_FILE_NAME_MAX + 1])
+{
+	const unsigned char *s;
+	size_t n, o = 0, k;
+
+	out[0] = '\0';
+	if (path == NULL)
+		return 0;
+	/* The last component, whichever separator the sender's system uses. */
+	for (s = (const unsigned char *)path + strlen(path); s > (const unsigned char *)path &&
+	    s[-1] != '/' && s[-1] != '\\'; s--)
+		;
+	n = strlen((const char *)s);
+	while (n > 0) {
+		if ((k = utf8_printable(s, n)) == 0) {
+			k = 1;
+			if (o + 1 > DQ_FILE_NAME_MAX)
+				break;
+			out[o++] = '_';
+		} else {
+			if (o + k > DQ_FILE_NAME_MAX)
+				break;
+			memcpy(out + o, s, k);
+			o += k;
+		}
+		s += k;
+		n -= k;
+	}
+	out[o] = '\0';
+	if (strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
+		out[0] = '\0';
+	return out[0] != '\0';
+}
+
 json_t *
 dq_message_new(const char *image_id, const char *ingested_at, const char *sku,
     const char *facility, json_t *extra, const char *raw_container,
-    const struct dq_image_info *in, size_t size, const char *sha256)
+    const struct dq_image_info *in, size_t size, const char *sha256,
+    const char *file_name)
 {
 	char name[64];
+	json_t *msg, *md;
 
 	snprintf(name, sizeof name, "%s.%s", image_id, dq_image_ext(in->type));
-	return json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s,s:s},s:s,s:o},s:{s:I,s:s,s:I,s:I}}",
+	msg = json_pack("{s:s,s:s,s:{s:s,s:s,s:{s:s,s:s},s:s},s:{s:I,s:s,s:I,s:I}}",
 	    "image_id", image_id, "ingested_at", ingested_at,
 	    "metadata", "product_sku", sku, "facility", facility,
 	    "source_blob", "container", raw_container, "blob_name", name,
 	    "content_type", dq_image_mime(in->type),
-	    "extra", extra ? extra : json_object(),
 	    "image", "size", (json_int_t)size, "sha256", sha256,
 	    "width", (json_int_t)in->width, "height", (json_int_t)in->height);
+	md = json_object_get(msg, "metadata");
+	/* The key order is the contract: file_name (when known), then extra. */
+	if (file_name && *file_name)
+		json_object_set_new(md, "file_name", json_string(file_name));
+	json_object_set_new(md, "extra", extra ? extra : json_object());
+	return msg;
 }
 
 int
@@ -87,8 +198,65 @@ dq_message_blob(json_t *msg, const char **container)
 	return json_string_value(json_object_get(sb, "blob_name"));
 }
 
+/*
+ * file_name in blob metadata: bytes outside 0x21..0x7e, and '%', as %XX,
+ * so the value is ASCII and has no spaces a header could trim.
+ */
+static char *
+pct_encode(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char *out = dq_xmalloc(strlen(s) * 3 + 1), *o = out;
+
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c > 0x20 && c < 0x7f && c != '%')
+			*o++ = (char)c;
+		else {
+			*o++ = '%';
+			*o++ = hex[c >> 4];
+			*o++ = hex[c & 15];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+static int
+hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 :
+	    c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The file name back from metadata: NULL when malformed or no longer a
+ * name dq_file_name would keep unchanged. */
+static char *
+pct_decode(const char *s)
+{
+	char *out = dq_xmalloc(strlen(s) + 1), *o = out;
+	char check[DQ_FILE_NAME_MAX + 1];
+
+	for (; *s; s++) {
+		if (*s != '%')
+			*o++ = *s;
+		else if (hexval(s[1]) >= 0 && hexval(s[2]) >= 0) {
+			*o++ = (char)(hexval(s[1]) << 4 | hexval(s[2]));
+			s += 2;
+		} else
+			break;
+	}
+	*o = '\0';
+	if (*s || !dq_file_name(out, check) || strcmp(check, out) != 0) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
 /* Blob metadata values are ASCII strings: numbers as decimals, extra as
- * compact ASCII-escaped JSON. */
+ * compact ASCII-escaped JSON, file_name percent-encoded. */
 json_t *
 dq_message_to_metadata(json_t *msg)
 {
@@ -112,6 +280,12 @@ dq_message_to_metadata(json_t *msg)
 	    "extra", extra ? extra : "{}",
 	    "sha256", json_string_value(json_object_get(im, "sha256")),
 	    "size", size, "width", w, "height", h);
+	if (json_string_value(json_object_get(md, "file_name"))) {
+		char *fn = pct_encode(json_string_value(json_object_get(md, "file_name")));
+
+		json_object_set_new(o, "file_name", json_string(fn));
+		free(fn);
+	}
 	free(extra);
 	return o;
 }
@@ -141,15 +315,19 @@ dq_message_from_metadata(json_t *meta, struct dq_err *err)
 	json_int_t size = meta_int(meta, "size", &ok), w = meta_int(meta, "width", &ok),
 	    h = meta_int(meta, "height", &ok);
 	const char *ex = json_string_value(json_object_get(meta, "extra"));
+	const char *fn = json_string_value(json_object_get(meta, "file_name"));
 	json_t *extra = ex ? json_loads(ex, JSON_REJECT_DUPLICATES, NULL) : json_object();
 	json_t *msg;
+	char *file_name = fn ? pct_decode(fn) : NULL;
 
-	if (!ok || !json_is_object(extra)) {
+	if (!ok || !json_is_object(extra) || (fn && !file_name) ||
+	    (json_object_get(meta, "file_name") && !fn)) {
 		json_decref(extra);
+		free(file_name);
 		dq_err_record(err, "bad_metadata", "raw blob metadata is incomplete");
 		return NULL;
 	}
-	msg = json_pack("{s:s?,s:s?,s:{s:s?,s:s?,s:{s:s?,s:s?},s:s?,s:o},s:{s:I,s:s?,s:I,s:I}}",
+	msg = json_pack("{s:s?,s:s?,s:{s:s?,s:s?,s:{s:s?,s:s?},s:s?},s:{s:I,s:s?,s:I,s:I}}",
 	    "image_id", json_string_value(json_object_get(meta, "image_id")),
 	    "ingested_at", json_string_value(json_object_get(meta, "ingested_at")),
 	    "metadata",
@@ -159,10 +337,19 @@ dq_message_from_metadata(json_t *meta, struct dq_err *err)
 	    "container", json_string_value(json_object_get(meta, "source_container")),
 	    "blob_name", json_string_value(json_object_get(meta, "source_blob_name")),
 	    "content_type", json_string_value(json_object_get(meta, "content_type")),
-	    "extra", extra,
 	    "image", "size", size,
 	    "sha256", json_string_value(json_object_get(meta, "sha256")),
 	    "width", w, "height", h);
+	if (msg) {
+		/* In dq_message_new's key order. */
+		json_t *md = json_object_get(msg, "metadata");
+
+		if (file_name)
+			json_object_set_new(md, "file_name", json_string(file_name));
+		json_object_set_new(md, "extra", extra);
+	} else
+		json_decref(extra);
+	free(file_name);
 	if (!msg || dq_message_check(msg, err) < 0 ||
 	    !json_string_value(json_object_get(msg, "ingested_at"))) {
 		json_decref(msg);

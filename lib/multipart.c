@@ -152,7 +152,11 @@ need(struct mp *p, size_t n)
 	return 0;
 }
 
-/* Copy a token or quoted-string parameter value. */
+/*
+ * Copy a token or quoted-string parameter value.  A backslash escapes only
+ * a quote or a backslash: browsers and curl send a Windows path's
+ * backslashes as they are (RFC 7578 §4.2), and "C:\cam" must stay that.
+ */
 static const char *
 param_value(const char *s, char *out, size_t n)
 {
@@ -160,7 +164,7 @@ param_value(const char *s, char *out, size_t n)
 
 	if (*s == '"') {
 		for (s++; *s && *s != '"'; s++) {
-			if (*s == '\\' && s[1])
+			if (*s == '\\' && (s[1] == '"' || s[1] == '\\'))
 				s++;
 			if (i + 1 < n)
 				out[i++] = *s;

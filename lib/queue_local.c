@@ -798,6 +798,18 @@ purge_ids(struct spool *sp, int64_t now, int64_t window)
 		    "removed %d expired duplicate-detection ids", removed);
 }
 
+/* fsync of ready/ after a send; the test hook DQ_TEST_SEND_FSYNC_FAIL=1
+ * makes it fail (EIO), as a disk failing after the message was published. */
+static int
+sync_ready(const char *dir)
+{
+	if (dq_cfg.test_send_fsync_fail) {
+		errno = EIO;
+		return -1;
+	}
+	return dq_fsync_dir(dir);
+}
+
 static int
 local_send(struct dq_queue *q, json_t *body, const char *message_id,
     struct dq_err *err)
@@ -811,7 +823,7 @@ local_send(struct dq_queue *q, json_t *body, const char *message_id,
 	json_t *doc = NULL;
 	char *text = NULL;
 	size_t idlen;
-	int fd = -1, ret = -1, tries;
+	int fd = -1, ret = -1, tries, published = 0;
 
 	if (!message_id) {
 		dq_uuid_new(uuid);
@@ -905,7 +917,9 @@ local_send(struct dq_queue *q, json_t *body, const char *message_id,
 		}
 	}
 	unlink(tmp);
-	if (mkpath(dst, sizeof dst, "%s/ready", sp->dir) < 0 || dq_fsync_dir(dst) < 0) {
+	/* Published: from here a failure leaves the outcome unknown. */
+	published = 1;
+	if (mkpath(dst, sizeof dst, "%s/ready", sp->dir) < 0 || sync_ready(dst) < 0) {
 		syserr(err, "fsync", dst);
 		goto out;
 	}
@@ -933,7 +947,7 @@ out:
 	json_decref(doc);
 	if (fd >= 0)
 		close(fd);	/* releases the flock */
-	return ret;
+	return ret < 0 && published ? DQ_SEND_UNKNOWN : ret;
 }
 
 /* Check a receipt and read its lock: 0, or -1 with a record error. */

@@ -43,37 +43,9 @@ dq_store_put(struct dq_store *s, const char *container, const char *name,
     const void *data, size_t len, const char *content_type, json_t *metadata,
     enum dq_put_mode mode, struct dq_put_result *res, struct dq_err *err)
 {
-	unsigned char *old = NULL;
-	size_t oldlen = 0;
-	json_t *oldmeta = NULL;
-	int r;
-
 	memset(res, 0, sizeof *res);
-	r = s->ops->put(s, container, name, data, len, content_type, metadata,
+	return s->ops->put(s, container, name, data, len, content_type, metadata,
 	    mode == DQ_PUT_REPLACE, res, err);
-	if (r < 0 || !res->existing || mode != DQ_PUT_CREATE_SAME)
-		return r;
-	/* Raw images: the same bytes already there are success, other bytes
-	 * under the same name a conflict that keeps the first. */
-	r = s->ops->get(s, container, name, &old, &oldlen, &oldmeta, err);
-	if (r < 0)
-		return -1;
-	if (r == 0 || oldlen != len || memcmp(old, data, len) != 0) {
-		dq_err_record(err, "conflict", "%s/%s already holds different content", container, name);
-		r = -1;
-	} else {
-		r = 0;
-		if (!oldmeta || json_object_size(oldmeta) == 0) {
-			/* A writer died between data and metadata: repair. */
-			struct dq_put_result rr;
-
-			r = s->ops->put(s, container, name, data, len, content_type,
-			    metadata, 1, &rr, err);
-		}
-	}
-	free(old);
-	json_decref(oldmeta);
-	return r;
 }
 
 void

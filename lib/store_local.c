@@ -7,7 +7,7 @@
  * exactly one writer wins, and a reader never sees half a blob.  The
  * metadata follows by atomic rename; a writer killed between the two
  * leaves a blob without metadata, which the next put of the same bytes
- * repairs (dq_store_put).
+ * repairs (dq_raw_store).
  */
 #include <dirent.h>
 #include <errno.h>

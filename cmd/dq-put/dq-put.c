@@ -21,15 +21,18 @@ usage(const char *why)
 	dq_usage(synopsis, why);
 }
 
+/* file as records and logs show it (a path need not be UTF-8). */
 static void
 reject_file(const char *file, const struct dq_err *err)
 {
-	json_t *rec = json_pack("{s:s}", "file", file);
+	char *shown = dq_utf8_fix(file);
+	json_t *rec = json_pack("{s:s}", "file", shown);
 
 	dq_record_set_error(rec, "put", err);
-	dq_log_err(DQ_ERROR, "rejected", json_pack("{s:s}", "file", file), err);
+	dq_log_err(DQ_ERROR, "rejected", json_pack("{s:s}", "file", shown), err);
 	dq_emit(rec);
 	json_decref(rec);
+	free(shown);
 	status = dq_status_merge(status, err->status);
 }
 
@@ -39,11 +42,11 @@ put_file(const char *file, const char *sku, const char *facility,
 {
 	unsigned char *data;
 	size_t len;
-	struct dq_image_info in;
 	struct dq_err err;
-	struct dq_put_result res;
-	char id[37], sha[65], now[21], name[64];
-	json_t *msg, *meta, *rec;
+	struct dq_raw raw = { .sku = sku, .facility = facility, .extra = extra,
+	    .file_name = file };
+	json_t *rec, *st;
+	char *shown;
 
 	if (dq_read_file(file, (size_t)dq_cfg.max_image_bytes, &data, &len) < 0) {
 		if (errno == EFBIG)
@@ -55,52 +58,37 @@ put_file(const char *file, const char *sku, const char *facility,
 		reject_file(file, &err);
 		return;
 	}
-	if (dq_image_validate(data, len, &in, &err) < 0) {
-		reject_file(file, &err);
-		free(data);
-		return;
-	}
-	if (id_opt)
-		snprintf(id, sizeof id, "%s", id_opt);
-	else
-		dq_uuid_new(id);
-	dq_sha256_hex(data, len, sha);
-	dq_rfc3339(time(NULL), now);
-	msg = dq_message_new(id, now, sku, facility, json_deep_copy(extra),
-	    dq_cfg.raw_container, &in, len, sha);
-	meta = dq_message_to_metadata(msg);
-	snprintf(name, sizeof name, "%s.%s", id, dq_image_ext(in.type));
-	if (dq_store_put(store, dq_cfg.raw_container, name, data, len,
-	    dq_image_mime(in.type), meta, DQ_PUT_CREATE_SAME, &res, &err) < 0) {
-		if (err.scope == DQ_SCOPE_SYSTEM)
-			dq_stop(status, &err, json_pack("{s:s,s:s}", "file", file, "image_id", id));
+	raw.data = data;
+	raw.len = len;
+	if (dq_raw_prepare(&raw, &err) < 0) {
 		reject_file(file, &err);
 		goto out;
 	}
-	if (res.existing) {
-		/* Same bytes already stored: the message is the original one. */
-		json_t *old = NULL;
-		json_t *orig;
-
-		if (store->ops->get(store, dq_cfg.raw_container, name, NULL, NULL, &old, &err) > 0 &&
-		    (orig = dq_message_from_metadata(old, &err))) {
-			json_decref(msg);
-			msg = orig;
-		}
-		json_decref(old);
+	shown = dq_utf8_fix(file);
+	if (dq_raw_store(store, &raw, id_opt, &err) < 0) {
+		if (err.scope == DQ_SCOPE_SYSTEM)
+			dq_stop(status, &err, json_pack("{s:s,s:s}", "file", shown,
+			    "image_id", raw.image_id));
+		free(shown);
+		reject_file(file, &err);
+		goto out;
 	}
-	rec = json_pack("{s:O,s:s,s:{s:s,s:s,s:s}}", "message", msg, "file", file,
-	    "stored", "container", dq_cfg.raw_container, "blob_name", name, "etag", res.etag);
-	if (res.existing)
-		json_object_set_new(json_object_get(rec, "stored"), "existing", json_true());
-	dq_log(DQ_INFO, res.existing ? "existing" : "stored",
-	    json_pack("{s:s,s:s,s:s}", "image_id", id, "file", file, "blob", name),
-	    "%s %s/%s", res.existing ? "already stored as" : "stored as", dq_cfg.raw_container, name);
+	st = json_pack("{s:s,s:s,s:s}", "container", dq_cfg.raw_container,
+	    "blob_name", raw.blob, "etag", raw.etag);
+	if (raw.existing)
+		json_object_set_new(st, "existing", json_true());
+	if (raw.repaired)
+		json_object_set_new(st, "repaired", json_true());
+	rec = json_pack("{s:O,s:s,s:o}", "message", raw.msg, "file", shown, "stored", st);
+	dq_log(DQ_INFO, raw.existing ? "existing" : "stored",
+	    json_pack("{s:s,s:s,s:s}", "image_id", raw.image_id, "file", shown, "blob", raw.blob),
+	    "%s %s/%s", raw.existing ? "already stored as" : "stored as",
+	    dq_cfg.raw_container, raw.blob);
 	dq_emit(rec);
 	json_decref(rec);
+	free(shown);
 out:
-	json_decref(msg);
-	json_decref(meta);
+	dq_raw_free(&raw);
 	free(data);
 }
 

@@ -185,3 +185,76 @@ setup() {
 	assert_failure 66
 	assert_equal "$(jq -r .error.code <<<"$output")" not_found
 }
+
+@test "an id names one image: --id X of a PNG after a JPEG is a conflict (65), one image kept" {
+	local id=6f1c2c1e-8a51-4f4e-9f5a-0b6a4a8f0c21
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --id $id "$FIXTURES/a.jpg"
+	assert_success
+	local first=$output
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --id $id "$FIXTURES/b.png"
+	assert_failure 65
+	assert_equal "$(jq -r '.error.code, .error.scope, .error.retryable, .file' <<<"$output" | tr '\n' ' ')" \
+		"conflict record false $FIXTURES/b.png "
+	[[ "$(jq -r .error.message <<<"$output")" == *"$id.jpg"* ]]
+	assert_equal "$(log_events "$stderr" | tail -1)" rejected
+	# the store still answers with the first image only
+	run --separate-stderr dq-put --stored $id
+	assert_success
+	assert_json_equal "$output" "$(jq -c '{message}' <<<"$first")"
+	assert_equal "$(blob_count raw-images)" 1
+}
+
+@test "the file's base name is kept as metadata.file_name, before extra; --stored rebuilds it" {
+	mkdir -p "$BATS_TEST_TMPDIR/in"
+	cp "$FIXTURES/a.jpg" "$BATS_TEST_TMPDIR/in/line 3 shot-7.jpg"
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --extra '{"k":1}' \
+		"$BATS_TEST_TMPDIR/in/line 3 shot-7.jpg"
+	assert_success
+	local orig=$output id
+	id=$(jq -r .message.image_id <<<"$orig")
+	assert_equal "$(jq -r .message.metadata.file_name <<<"$orig")" "line 3 shot-7.jpg"
+	assert_equal "$(jq -c '.message.metadata | keys_unsorted' <<<"$orig")" \
+		'["product_sku","facility","source_blob","content_type","file_name","extra"]'
+	# never a blob name
+	assert_equal "$(jq -r .message.metadata.source_blob.blob_name <<<"$orig")" "$id.jpg"
+	run --separate-stderr dq-put --stored "$id"
+	assert_success
+	assert_equal "$output" "$(jq -c '{message}' <<<"$orig")"
+}
+
+@test "file_name: control characters and invalid UTF-8 become '_', other UTF-8 stays" {
+	local name
+	name=$(printf 'caf\303\251 \001bad\377.jpg')
+	cp "$FIXTURES/a.jpg" "$BATS_TEST_TMPDIR/$name"
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$BATS_TEST_TMPDIR/$name"
+	assert_success
+	assert_equal "$(jq -r .message.metadata.file_name <<<"$output")" "café _bad_.jpg"
+	# the record's file is the path, made valid UTF-8
+	assert_equal "$(jq -r .file <<<"$output")" "$BATS_TEST_TMPDIR/$(printf 'caf\303\251 \001bad\357\277\275.jpg')"
+	run --separate-stderr dq-put --stored "$(jq -r .message.image_id <<<"$output")"
+	assert_success
+	assert_equal "$(jq -r .message.metadata.file_name <<<"$output")" "café _bad_.jpg"
+}
+
+@test "dq-put rerun after a store failure between image and metadata completes the image" {
+	local id=6f1c2c1e-8a51-4f4e-9f5a-0b6a4a8f0c22
+	# The metadata cannot be written: a directory where its file goes.
+	mkdir -p "$DQ_LOCAL_DIR/store/raw-images/.meta/$id.jpg.json"
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --id $id "$FIXTURES/a.jpg"
+	assert_failure 74
+	assert_output ""
+	assert_equal "$(log_events "$stderr" | tail -1)" system_error
+	rmdir "$DQ_LOCAL_DIR/store/raw-images/.meta/$id.jpg.json"
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --id $id "$FIXTURES/a.jpg"
+	assert_success
+	assert_equal "$(jq -c '[.message.image_id, .stored.repaired, .stored.existing]' <<<"$output")" "[\"$id\",true,null]"
+	local rec=$output
+	run --separate-stderr dq-put --stored $id
+	assert_success
+	assert_equal "$output" "$(jq -c '{message}' <<<"$rec")"
+	# and a third run finds it whole
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --id $id "$FIXTURES/a.jpg"
+	assert_success
+	assert_equal "$(jq -c '.stored.existing' <<<"$output")" true
+	assert_equal "$(jq -c .message <<<"$output")" "$(jq -c .message <<<"$rec")"
+}

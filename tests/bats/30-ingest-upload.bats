@@ -150,9 +150,9 @@ check_accepted() {
 	assert_success
 	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" "$BASE/images/$id"
 	assert_output 200
-	run jq -c '[.image_id == $id, .metadata.product_sku, .defect_findings.defect_detected, .analysis.analyzer]' \
+	run jq -c '[.image_id == $id, .metadata.product_sku, .metadata.file_name, .defect_findings.defect_detected, .analysis.analyzer]' \
 		--arg id "$id" "$BODY"
-	assert_output '[true,"WK-KN-200",false,"reference"]'
+	assert_output '[true,"WK-KN-200","part.png",false,"reference"]'
 	cmp "$BODY" "$DQ_LOCAL_DIR/store/processed-images/$id.json"
 }
 
@@ -188,5 +188,56 @@ check_accepted() {
 	assert_output "[202,\"$id\",\"POST\",\"/ingest\",\"number\"]"
 	# and no secret in it
 	run grep -c -e "$API_KEY_CAM" -e "$API_KEY_OPS" "$BATS_TEST_TMPDIR/lighttpd/error.log"
+	assert_output 0
+}
+
+@test "the multipart filename is kept as metadata.file_name (base name, sanitized); a raw body has none" {
+	local f id
+	f=$(fixture a.jpg jpeg 64 48 12)
+	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" -F "image=@$f;filename=C:\\cam 7\\shot-0042.jpg" \
+		-F product_sku=WK-KN-200 -F facility=yangjiang "$BASE/ingest"
+	assert_output 202
+	id=$(jq -r .image_id "$BODY")
+	run --separate-stderr dq-dequeue -w 0
+	assert_success
+	assert_equal "$(jq -r .message.metadata.file_name <<<"$output")" shot-0042.jpg
+	assert_equal "$(jq -c '.message.metadata | keys_unsorted' <<<"$output")" \
+		'["product_sku","facility","source_blob","content_type","file_name","extra"]'
+	assert_equal "$(jq -r .message.metadata.source_blob.blob_name <<<"$output")" "$id.jpg"
+	# the raw blob carries it: the message rebuilt from the store has it too
+	local msg=$output
+	run --separate-stderr dq-put --stored "$id"
+	assert_success
+	assert_json_equal "$(jq -c .message <<<"$output")" "$(jq -c .message <<<"$msg")"
+
+	run --separate-stderr post_raw "$f" image/jpeg
+	assert_output 202
+	run --separate-stderr dq-dequeue -w 0
+	assert_success
+	assert_equal "$(jq -c '.message.metadata | has("file_name")' <<<"$output")" false
+}
+
+@test "a filename with control characters, invalid UTF-8 or over 255 bytes is sanitized and bounded" {
+	local f long
+	f=$(fixture a.png png 64 48 13)
+	long=$(printf 'x%.0s' $(seq 300))
+	{
+		printf -- '--XyZ\r\nContent-Disposition: form-data; name="product_sku"\r\n\r\nWK-KN-200\r\n'
+		printf -- '--XyZ\r\nContent-Disposition: form-data; name="facility"\r\n\r\nyangjiang\r\n'
+		printf -- '--XyZ\r\nContent-Disposition: form-data; name="image"; filename="../\001\033[31m\377%s.png"\r\n' "$long"
+		printf -- 'Content-Type: image/png\r\n\r\n'
+		cat "$f"
+		printf -- '\r\n--XyZ--\r\n'
+	} >"$BATS_TEST_TMPDIR/body.mp"
+	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" -H 'Content-Type: multipart/form-data; boundary=XyZ' \
+		--data-binary "@$BATS_TEST_TMPDIR/body.mp" "$BASE/ingest"
+	assert_output 202
+	run --separate-stderr dq-dequeue -w 0
+	assert_success
+	local name
+	name=$(jq -r .message.metadata.file_name <<<"$output")
+	[[ "$name" == "__[31m_xxx"* ]]
+	[ "${#name}" -le 255 ]
+	run grep -c $'[\001-\037\177]' <<<"$name"
 	assert_output 0
 }

@@ -144,3 +144,129 @@ idem_id() {
 	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" "$BASE/images/0b8f3c52-6a55-4bd6-9a6e-3b1f7d2c9e10"
 	assert_error 503 unavailable
 }
+
+# reference_for PNG: a reference directory whose SKU matches that image.
+reference_for() {
+	mkdir -p "$BATS_TEST_TMPDIR/ref/WK-KN-200"
+	cp "$1" "$BATS_TEST_TMPDIR/ref/WK-KN-200/good1.png"
+	cp "$1" "$BATS_TEST_TMPDIR/ref/WK-KN-200/good2.png"
+}
+
+@test "a send whose outcome is unknown keeps the image: 503, the message is processed, the retry is 202" {
+	local png id
+	png=$(fixture p.png png 64 48 100)
+	reference_for "$png"
+	ingest_env DQ_TEST_SEND_FSYNC_FAIL=1
+	run --separate-stderr post_multipart "$png" -H "Idempotency-Key: order-30"
+	assert_error 503 unavailable
+	id=$(idem_id order-30)
+	# the message was published before the failure: it is there, and so is its image
+	run --separate-stderr dq-dequeue --peek -n 10
+	assert_success
+	assert_equal "$(jq -r .message.image_id <<<"$output")" "$id"
+	run --separate-stderr dq-put --stored "$id"
+	assert_success
+	assert_equal "$(jq -r .message.image_id <<<"$output")" "$id"
+	assert_equal "$(server_log | jq -r 'select(.event == "send_unknown") | .image_id')" "$id"
+	# the worker analyzes it: no raw_missing
+	DQ_ANALYZER=reference DQ_REFERENCE_DIR="$BATS_TEST_TMPDIR/ref" DQ_CACHE_DIR="$BATS_TEST_TMPDIR/cache" \
+		run --separate-stderr timeout 60 dq-worker --drain
+	assert_success
+	# the client's retry, the disk healthy again, is the same image
+	ingest_env
+	run --separate-stderr post_multipart "$png" -H "Idempotency-Key: order-30"
+	assert_output 202
+	assert_equal "$(jq -r .image_id "$BODY")" "$id"
+	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" "$BASE/images/$id"
+	assert_output 200
+	assert_equal "$(jq -r '.image_id, .defect_findings.defect_detected' "$BODY" | tr '\n' ' ')" "$id false "
+}
+
+@test "a send whose outcome is unknown, without Idempotency-Key: the image stays for its message" {
+	ingest_env DQ_TEST_SEND_FSYNC_FAIL=1
+	run --separate-stderr post_raw "$JPG" image/jpeg
+	assert_error 503 unavailable
+	local id
+	id=$(server_log | jq -r 'select(.event == "send_unknown") | .image_id')
+	run --separate-stderr dq-dequeue --peek
+	assert_success
+	assert_equal "$(jq -r .message.image_id <<<"$output")" "$id"
+	run --separate-stderr dq-put --stored "$id"
+	assert_success
+	assert_equal "$(jq -r .message.metadata.source_blob.blob_name <<<"$output")" "$id.jpg"
+}
+
+@test "a partial upload (image written, its metadata not): 503, then the same request completes it, 202" {
+	local id
+	id=$(idem_id order-31)
+	# The metadata cannot be written, as on a full disk: a directory where it goes.
+	mkdir -p "$DQ_LOCAL_DIR/store/raw-images/.meta/$id.jpg.json"
+	run --separate-stderr post_multipart "$JPG" -H "Idempotency-Key: order-31"
+	assert_error 503 unavailable
+	assert_equal "$(ready_count)" 0
+	rmdir "$DQ_LOCAL_DIR/store/raw-images/.meta/$id.jpg.json"
+	run --separate-stderr post_multipart "$JPG" -H "Idempotency-Key: order-31"
+	assert_output 202
+	assert_equal "$(jq -r .image_id "$BODY")" "$id"
+	local first
+	first=$(jq -c . "$BODY")
+	assert_equal "$(server_log | jq -r 'select(.event == "repaired") | .image_id')" "$id"
+	# stored whole and queued once
+	run --separate-stderr dq-put --stored "$id"
+	assert_success
+	assert_equal "$(jq -r .message.ingested_at <<<"$output")" "$(jq -r .ingested_at <<<"$first")"
+	assert_equal "$(ready_count)" 1
+	# a third try is the plain retry: the same answer
+	run --separate-stderr post_multipart "$JPG" -H "Idempotency-Key: order-31"
+	assert_output 202
+	assert_json_equal "$(cat "$BODY")" "$first"
+	# and another request under the key is still 422
+	run --separate-stderr post_multipart "$JPG2" -H "Idempotency-Key: order-31"
+	assert_error 422 idempotency_key_reused
+	run --separate-stderr post_multipart "$JPG" -H "Idempotency-Key: order-31" -F "image=@$JPG;filename=other.jpg"
+	assert_error 400 malformed_multipart
+	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" -H "Idempotency-Key: order-31" -F "image=@$JPG;filename=other.jpg" \
+		-F product_sku=WK-KN-200 -F facility=yangjiang "$BASE/ingest"
+	assert_error 422 idempotency_key_reused
+	assert_equal "$(blob_count raw-images)" 1
+}
+
+@test "two bare-secret callers with the same Idempotency-Key are two callers" {
+	ingest_env API_KEY=bare-secret-one,bare-secret-two
+	run --separate-stderr req -H "X-API-Key: bare-secret-one" -H "Idempotency-Key: shot-1" -F "image=@$JPG" \
+		-F product_sku=WK-KN-200 -F facility=yangjiang "$BASE/ingest"
+	assert_output 202
+	local a b
+	a=$(jq -r .image_id "$BODY")
+	run --separate-stderr req -H "X-API-Key: bare-secret-two" -H "Idempotency-Key: shot-1" -F "image=@$JPG2" \
+		-F product_sku=WK-KN-200 -F facility=yangjiang "$BASE/ingest"
+	assert_output 202
+	b=$(jq -r .image_id "$BODY")
+	[ "$a" != "$b" ]
+	# each one's retry is its own image
+	run --separate-stderr req -H "X-API-Key: bare-secret-one" -H "Idempotency-Key: shot-1" -F "image=@$JPG" \
+		-F product_sku=WK-KN-200 -F facility=yangjiang "$BASE/ingest"
+	assert_output 202
+	assert_equal "$(jq -r .image_id "$BODY")" "$a"
+	# the same image from both is still two
+	run --separate-stderr req -H "X-API-Key: bare-secret-two" -H "Idempotency-Key: shot-2" -F "image=@$JPG" \
+		-F product_sku=WK-KN-200 -F facility=yangjiang "$BASE/ingest"
+	assert_output 202
+	[ "$(jq -r .image_id "$BODY")" != "$a" ]
+	assert_equal "$(blob_count raw-images)" 3
+	# the identity is derived, never the secret: not in the state, the log, the store
+	run grep -rlF -e bare-secret-one -e bare-secret-two "$DQ_STATE_DIR" "$DQ_LOCAL_DIR" "$BATS_TEST_TMPDIR/lighttpd/error.log"
+	assert_output ""
+}
+
+@test "a bare-secret caller's identity is key: and an HMAC of its secret, so its ids can be told in advance" {
+	ingest_env API_KEY=bare-secret-one
+	run --separate-stderr req -H "X-API-Key: bare-secret-one" -H "Idempotency-Key: shot-9" -F "image=@$JPG" \
+		-F product_sku=WK-KN-200 -F facility=yangjiang "$BASE/ingest"
+	assert_output 202
+	local want
+	want=$("$PYTHON" -c 'import hmac, hashlib, sys, uuid
+ident = "key:" + hmac.new(b"bare-secret-one", b"dq ingest caller identity", hashlib.sha256).hexdigest()[:16]
+print(uuid.uuid5(uuid.UUID("6f1c2d0e-5b7a-4c1e-9a57-2f0d3c8b9e41"), ident + "\n" + sys.argv[1]))' shot-9)
+	assert_equal "$(jq -r .image_id "$BODY")" "$want"
+}
