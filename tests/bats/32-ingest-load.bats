@@ -116,3 +116,41 @@ count_code() {
 	assert_equal "$(cgi_status <<<"$output")" 429
 	assert_line --regexp '^Retry-After: [1-9][0-9]*'
 }
+
+# bucket_files: rate-limit bucket files in the state directory.
+bucket_files() {
+	find "$DQ_STATE_DIR/ratelimit" -type f -not -name '.*' 2>/dev/null | wc -l
+}
+
+# get_from ADDR: one authenticated GET from ADDR, run directly; its status.
+get_from() {
+	cgi GET /images/0b8f3c52-6a55-4bd6-9a6e-3b1f7d2c9e10 REMOTE_ADDR="$1" \
+		HTTP_X_API_KEY="$API_KEY_CAM" </dev/null | cgi_status
+}
+
+@test "rate-limit state is bounded: idle buckets expire, a live one is kept" {
+	ingest_env RATE_LIMIT_PER_IP=2
+	local i
+	for i in $(seq 40); do
+		assert_equal "$(get_from "10.0.$((i / 200)).$((i % 200 + 1))")" 404
+	done
+	# one bucket per address (a look at the failed-authentication budget
+	# creates none)
+	assert_equal "$(bucket_files)" 40
+	# a busy address, its bucket empty
+	assert_equal "$(get_from 192.0.2.7)" 404
+	assert_equal "$(get_from 192.0.2.7)" 404
+	assert_equal "$(get_from 192.0.2.7)" 429
+	# Two minutes pass for everyone but the busy address: its bucket is
+	# not full again yet, the others are, the same as none.
+	local busy
+	busy=$(grep -l . "$DQ_STATE_DIR"/ratelimit/* | xargs ls -t | head -1)
+	find "$DQ_STATE_DIR/ratelimit" -type f ! -path "$busy" -exec touch -d '2 minutes ago' {} +
+	touch -d '2 minutes ago' "$DQ_STATE_DIR/ratelimit/.sweep"
+	assert_equal "$(get_from 198.51.100.1)" 404
+	assert_equal "$(bucket_files)" 2
+	assert_equal "$(get_from 192.0.2.7)" 429
+	# a second sweep waits its minute: a new address adds one
+	assert_equal "$(get_from 198.51.100.2)" 404
+	assert_equal "$(bucket_files)" 3
+}
