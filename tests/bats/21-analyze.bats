@@ -37,8 +37,11 @@ strip_times() {
 	assert_equal "$(jq -c '.artifact.analysis | keys_unsorted | [first, .[-2], last]' <<<"$output")" \
 		'["analyzer","image","duration_ms"]'
 	assert_equal "$(jq -c '.artifact.analysis.image | keys_unsorted' <<<"$output")" '["sha256","width","height"]'
-	# what it copies from the message, it copies exactly
+	# what it copies from the message, it copies exactly, in the message's order
 	assert_json_equal "$(jq -c '.artifact.metadata' <<<"$output")" "$(jq -c .message.metadata "$BATS_TEST_TMPDIR/m")"
+	assert_equal "$(jq -c '.artifact.metadata | keys_unsorted' <<<"$output")" \
+		'["product_sku","facility","source_blob","content_type","file_name","extra"]'
+	assert_equal "$(jq -r '.artifact.metadata.file_name' <<<"$output")" good-001.jpg
 	assert_equal "$(jq -r '.artifact | [.image_id, .timestamps.ingested_at, .analysis.image.sha256, .analysis.image.width, .analysis.image.height, .analysis.analyzer] | join(" ")' <<<"$output")" \
 		"$(jq -r '.message | [.image_id, .ingested_at, .image.sha256, 640, 480, "reference"] | join(" ")' "$BATS_TEST_TMPDIR/m")"
 	[[ "$(jq -r .artifact.timestamps.processed_at <<<"$output")" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$ ]]
