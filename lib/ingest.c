@@ -540,13 +540,14 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 	}
 	if (dq_raw_store(in->store, &up, idem ? id : NULL, &e) < 0) {
 		memcpy(r->image_id, up.image_id, sizeof up.image_id);
-		if (e.scope == DQ_SCOPE_SYSTEM)
-			fail_backend(r, "store", &e, 0);
-		else if (idem)
+		/* Another image under the id: with a key, another request. */
+		if (e.scope == DQ_SCOPE_RECORD && strcmp(e.code, "conflict") == 0 && idem)
 			fail(r, 422, "idempotency_key_reused",
 			    "this Idempotency-Key was used with another request");
-		else
+		else if (e.scope == DQ_SCOPE_RECORD && strcmp(e.code, "conflict") == 0)
 			fail(r, 409, "conflict", "%s", e.msg);
+		else
+			fail_backend(r, "store", &e, 0);
 		goto out;
 	}
 	memcpy(r->image_id, up.image_id, sizeof up.image_id);

@@ -74,7 +74,13 @@ settle_existing(struct dq_store *s, struct dq_raw *r, json_t *meta, struct dq_er
 	got = s->ops->get(s, dq_cfg.raw_container, r->blob, &old, &oldlen, &oldmeta, err);
 	if (got < 0)
 		goto out;
-	if (got == 0 || oldlen != r->len || memcmp(old, r->data, r->len) != 0) {
+	if (got == 0) {
+		/* removed between the two calls: nothing to compare, try again */
+		dq_err_system(err, DQ_EX_TEMPFAIL, "store_race",
+		    "%s/%s vanished while being compared", dq_cfg.raw_container, r->blob);
+		goto out;
+	}
+	if (oldlen != r->len || memcmp(old, r->data, r->len) != 0) {
 		conflict(err, r->image_id, r->blob, "with other content");
 		goto out;
 	}
