@@ -240,4 +240,11 @@ check_accepted() {
 	[ "${#name}" -le 255 ]
 	run grep -c $'[\001-\037\177]' <<<"$name"
 	assert_output 0
+	# a name that is only a path, or "..", leaves no name: the key is absent
+	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" -F "image=@$f;filename=uploads/.." \
+		-F product_sku=WK-KN-200 -F facility=yangjiang "$BASE/ingest"
+	assert_output 202
+	run --separate-stderr dq-dequeue -w 0
+	assert_success
+	assert_equal "$(jq -c '.message.metadata | has("file_name")' <<<"$output")" false
 }

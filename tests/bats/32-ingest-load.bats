@@ -154,3 +154,25 @@ get_from() {
 	assert_equal "$(get_from 198.51.100.2)" 404
 	assert_equal "$(bucket_files)" 3
 }
+
+@test "a sweep racing concurrent requests loses no take: an expired key bucket admits its limit, no more" {
+	ingest_env RATE_LIMIT_PER_KEY=10
+	local i
+	# spend some of the key's tokens, then let two minutes pass for its bucket
+	for i in 1 2 3; do
+		assert_equal "$(get_from 127.0.0.1)" 404
+	done
+	find "$DQ_STATE_DIR/ratelimit" -type f -exec touch -d '2 minutes ago' {} +
+	mkdir -p "$BATS_TEST_TMPDIR/out"
+	for i in $(seq 20); do
+		get_from "10.1.0.$i" >"$BATS_TEST_TMPDIR/out/$i.code" &
+	done
+	wait
+	# a full bucket again (10), plus at most one token refilled meanwhile
+	local ok
+	ok=$(grep -lx 404 "$BATS_TEST_TMPDIR"/out/*.code | wc -l)
+	[ "$ok" -ge 10 ] && [ "$ok" -le 11 ]
+	assert_equal "$((ok + $(grep -lx 429 "$BATS_TEST_TMPDIR"/out/*.code | wc -l)))" 20
+	# the expired bucket was swept and the live one is what is left
+	assert_equal "$(bucket_files)" 1
+}
