@@ -185,6 +185,10 @@ dq_message_check(json_t *msg, struct dq_err *err)
 		dq_err_record(err, "bad_message", "message has no valid source_blob");
 		return -1;
 	}
+	if (json_object_get(md, "file_name") && !json_is_string(json_object_get(md, "file_name"))) {
+		dq_err_record(err, "bad_message", "message's file_name is not a string");
+		return -1;
+	}
 	return 0;
 }
 

@@ -127,6 +127,14 @@ strip_times() {
 	assert_regex "$stderr" '<stdin>:2'
 }
 
+@test "a message whose metadata.file_name is not a string is a record error" {
+	put "$S/samples/good-001.jpg" | jq -c '.message.metadata.file_name = 7' >"$BATS_TEST_TMPDIR/m"
+	run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/m"
+	assert_failure 65
+	assert_equal "$(jq -r '.error.code, (.artifact | type)' <<<"$output" | tr '\n' ' ')" "bad_message null "
+	[[ "$(jq -r .error.message <<<"$output")" == *file_name* ]]
+}
+
 @test "a misconfigured analyzer is a system error: exit 78, no record emitted" {
 	put "$S/samples/good-001.jpg" "$S/samples/good-002.jpg" >"$BATS_TEST_TMPDIR/m"
 	mkdir -p "$BATS_TEST_TMPDIR/ref"
