@@ -14,9 +14,11 @@
  *   (a full disk, a killed writer): the retry completes them with its own
  *   message instead of refusing forever.
  * - Other bytes under the id are a conflict that keeps the first.
- * The checks for another type come before the write, so a conflict writes
- * nothing; two writers of different types racing on one id at the same
- * instant are not excluded (see dq-put(1), CAVEATS).
+ * The check for another type comes before the write, so a conflict writes
+ * nothing, and again after it: two writers of different types racing on
+ * one id both look before either writes, and then each finds the other.
+ * Whoever finds the other after writing removes its own image and reports
+ * the conflict, so at most one stays (both may be refused).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +161,23 @@ dq_raw_store(struct dq_store *s, struct dq_raw *r, const char *id, struct dq_err
 		snprintf(r->etag, sizeof r->etag, "%s", pr.etag);
 		r->created = 1;
 		rc = 0;
+		/*
+		 * A writer of another type may have looked before this image
+		 * was there, and this one before its image was: whoever finds
+		 * the other after writing backs off, so at most one stays.
+		 */
+		if ((e = other_type(s, r, other, sizeof other, err)) != 0) {
+			struct dq_err e2;
+
+			if (s->ops->del(s, dq_cfg.raw_container, r->blob, &e2) < 0)
+				dq_log_err(DQ_WARNING, "orphan", json_pack("{s:s}",
+				    "image_id", r->image_id), &e2);
+			if (e > 0)
+				conflict(err, r->image_id, other,
+				    "written at the same time; an id names one image");
+			r->created = 0;
+			rc = -1;
+		}
 	}
 	if (rc == 0 && !r->etag[0])
 		snprintf(r->etag, sizeof r->etag, "%s", pr.etag);

@@ -258,3 +258,31 @@ setup() {
 	assert_equal "$(jq -c '.stored.existing' <<<"$output")" true
 	assert_equal "$(jq -c .message <<<"$output")" "$(jq -c .message <<<"$rec")"
 }
+
+@test "a JPEG and a PNG stored under one id at the same time: at most one stays, the other is a conflict" {
+	local i ids=()
+	mkdir -p "$BATS_TEST_TMPDIR/out"
+	for i in $(seq 20); do
+		ids+=("$(printf '6f1c2c1e-8a51-4f4e-9f5a-0b6a4a8f%04x' "$i")")
+	done
+	for i in $(seq 20); do
+		dq-put --sku WK-KN-200 --facility yangjiang --id "${ids[i - 1]}" "$FIXTURES/a.jpg" \
+			>"$BATS_TEST_TMPDIR/out/$i.jpg.out" 2>/dev/null &
+		dq-put --sku WK-KN-200 --facility yangjiang --id "${ids[i - 1]}" "$FIXTURES/b.png" \
+			>"$BATS_TEST_TMPDIR/out/$i.png.out" 2>/dev/null &
+	done
+	wait
+	for i in $(seq 20); do
+		local id=${ids[i - 1]} blobs ok
+		blobs=$(find "$DQ_LOCAL_DIR/store/raw-images" -maxdepth 1 -name "$id.*" | wc -l)
+		ok=$(cat "$BATS_TEST_TMPDIR/out/$i".*.out | jq -s '[.[] | select(.message)] | length')
+		[ "$blobs" -le 1 ] || fail "$id: $blobs images"
+		assert_equal "$ok" "$blobs"
+		assert_equal "$(cat "$BATS_TEST_TMPDIR/out/$i".*.out | jq -r 'select(.error) | .error.code' | sort -u | grep -vx conflict)" ""
+		if [ "$blobs" -eq 1 ]; then
+			run --separate-stderr dq-put --stored "$id"
+			assert_success
+			assert_equal "$(jq -r .message.image_id <<<"$output")" "$id"
+		fi
+	done
+}
