@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include <jpeglib.h>
+#include <jerror.h>
 #include <png.h>
 #include <webp/decode.h>
 #include <webp/encode.h>
@@ -234,6 +235,203 @@ dq_decode(const unsigned char *data, size_t len, int ch, int min_w,
 		return decode_webp(data, len, ch, min_w, min_h, out, err);
 	dq_err_record(err, "undecodable", "not a JPEG, PNG or WebP image");
 	return -1;
+}
+
+/*
+ * Validation (dq_decode_check): decode everything the codec must read to
+ * produce pixels, at its smallest scale, and keep none.  libjpeg at 1/8
+ * still entropy-decodes every coefficient of every component (the scaled
+ * IDCT only skips arithmetic), so corrupt scan data is seen; its warnings
+ * about the data ("Corrupt JPEG data", "Premature end of data segment")
+ * are failures here, where the analyzers' decode above lets them pass.
+ * libpng checks every chunk's CRC and the zlib stream (Adler-32 included)
+ * row by row in one row of memory; a warning about IDAT is a failure,
+ * one about a metadata chunk (an odd ICC profile) is not.  libwebp decodes
+ * through its scaler; lossy WebP has no redundancy, so only a damaged
+ * structure or missing data can be seen there.
+ */
+
+/* libjpeg warnings that say nothing about the pixels. */
+static const int jpeg_benign[] = { JWRN_JFIF_MAJOR, JWRN_BOGUS_ICC };
+
+static void
+jerr_strict(j_common_ptr c, int level)
+{
+	struct jerr *je = (struct jerr *)c->err;
+
+	if (level >= 0)
+		return;		/* trace messages */
+	for (size_t i = 0; i < sizeof jpeg_benign / sizeof *jpeg_benign; i++)
+		if (c->err->msg_code == jpeg_benign[i])
+			return;
+	je->pub.format_message(c, je->msg);
+	longjmp(je->jb, 1);
+}
+
+static int
+check_jpeg(const unsigned char *data, size_t len, struct dq_err *err)
+{
+	struct jpeg_decompress_struct ci;
+	struct jerr je;
+	JSAMPARRAY row;
+
+	memset(&ci, 0, sizeof ci);
+	ci.err = jpeg_std_error(&je.pub);
+	je.pub.error_exit = jerr_exit;
+	je.pub.emit_message = jerr_strict;
+	je.msg[0] = '\0';
+	if (setjmp(je.jb)) {
+		jpeg_destroy_decompress(&ci);
+		dq_err_record(err, "corrupt_image", "JPEG: %s", je.msg);
+		return -1;
+	}
+	jpeg_create_decompress(&ci);
+	jpeg_mem_src(&ci, data, (unsigned long)len);
+	jpeg_read_header(&ci, TRUE);
+	/* Gray output skips the colour IDCT and conversion, not the
+	 * entropy decoding of the colour components. */
+	if (ci.jpeg_color_space != JCS_CMYK && ci.jpeg_color_space != JCS_YCCK)
+		ci.out_color_space = JCS_GRAYSCALE;
+	ci.scale_num = 1;
+	ci.scale_denom = 8;
+	ci.dct_method = JDCT_IFAST;
+	ci.do_fancy_upsampling = FALSE;
+	ci.do_block_smoothing = FALSE;
+	jpeg_start_decompress(&ci);
+	row = (*ci.mem->alloc_sarray)((j_common_ptr)&ci, JPOOL_IMAGE,
+	    ci.output_width * ci.output_components, 1);
+	while (ci.output_scanline < ci.output_height)
+		jpeg_read_scanlines(&ci, row, 1);
+	jpeg_finish_decompress(&ci);
+	jpeg_destroy_decompress(&ci);
+	return 0;
+}
+
+struct pngchk {
+	const unsigned char *p;
+	size_t n, off;
+	char msg[160];
+};
+
+static void
+png_chk_read(png_structp png, png_bytep out, size_t n)
+{
+	struct pngchk *c = png_get_io_ptr(png);
+
+	if (n > c->n - c->off)
+		png_error(png, "premature end of data");
+	memcpy(out, c->p + c->off, n);
+	c->off += n;
+}
+
+static void
+png_chk_error(png_structp png, png_const_charp msg)
+{
+	struct pngchk *c = png_get_error_ptr(png);
+
+	snprintf(c->msg, sizeof c->msg, "%s", msg);
+	png_longjmp(png, 1);
+}
+
+static void
+png_chk_warning(png_structp png, png_const_charp msg)
+{
+	/* libpng names the chunk first: "IDAT: Too much image data". */
+	if (strncmp(msg, "IDAT", 4) == 0)
+		png_chk_error(png, msg);
+}
+
+static int
+check_png(const unsigned char *data, size_t len, struct dq_err *err)
+{
+	struct pngchk c = { data, len, 0, "" };
+	png_structp png;
+	png_infop info = NULL;
+	unsigned char *volatile row = NULL;
+	png_uint_32 h;
+	int passes;
+
+	png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &c, png_chk_error,
+	    png_chk_warning);
+	if (!png || !(info = png_create_info_struct(png))) {
+		png_destroy_read_struct(&png, NULL, NULL);
+		dq_die(DQ_EX_IOERR, "out of memory");
+	}
+	if (setjmp(png_jmpbuf(png))) {
+		png_destroy_read_struct(&png, &info, NULL);
+		free(row);
+		dq_err_record(err, "corrupt_image", "PNG: %s", c.msg[0] ? c.msg : "unreadable");
+		return -1;
+	}
+	png_set_read_fn(png, &c, png_chk_read);
+	/* A CRC mismatch in any chunk, critical or not, is damage. */
+	png_set_crc_action(png, PNG_CRC_ERROR_QUIT, PNG_CRC_ERROR_QUIT);
+	png_read_info(png, info);
+	passes = png_set_interlace_handling(png);
+	png_read_update_info(png, info);
+	h = png_get_image_height(png, info);
+	row = dq_xmalloc(png_get_rowbytes(png, info));
+	for (int p = 0; p < passes; p++)
+		for (png_uint_32 y = 0; y < h; y++)
+			png_read_row(png, row, NULL);
+	png_read_end(png, NULL);
+	png_destroy_read_struct(&png, &info, NULL);
+	free(row);
+	return 0;
+}
+
+static const char *
+webp_status(VP8StatusCode s)
+{
+	static const char *const names[] = {
+		[VP8_STATUS_OUT_OF_MEMORY] = "out of memory",
+		[VP8_STATUS_INVALID_PARAM] = "invalid parameter",
+		[VP8_STATUS_BITSTREAM_ERROR] = "bitstream error",
+		[VP8_STATUS_UNSUPPORTED_FEATURE] = "unsupported feature",
+		[VP8_STATUS_SUSPENDED] = "suspended",
+		[VP8_STATUS_USER_ABORT] = "aborted",
+		[VP8_STATUS_NOT_ENOUGH_DATA] = "premature end of data",
+	};
+
+	return (size_t)s < sizeof names / sizeof *names && names[s] ? names[s] : "corrupt image data";
+}
+
+static int
+check_webp(const unsigned char *data, size_t len, struct dq_err *err)
+{
+	WebPDecoderConfig cfg;
+	VP8StatusCode s;
+
+	if (!WebPInitDecoderConfig(&cfg))
+		dq_die(DQ_EX_IOERR, "libwebp: version mismatch");
+	if ((s = WebPGetFeatures(data, len, &cfg.input)) == VP8_STATUS_OK) {
+		cfg.options.use_scaling = 1;
+		cfg.options.scaled_width = cfg.input.width / 8 > 0 ? cfg.input.width / 8 : 1;
+		cfg.options.scaled_height = cfg.input.height / 8 > 0 ? cfg.input.height / 8 : 1;
+		/* Ask for alpha when there is some, so that it is decoded too. */
+		cfg.output.colorspace = cfg.input.has_alpha ? MODE_RGBA : MODE_RGB;
+		s = WebPDecode(data, len, &cfg);
+		WebPFreeDecBuffer(&cfg.output);
+	}
+	if (s != VP8_STATUS_OK) {
+		dq_err_record(err, "corrupt_image", "WebP: %s", webp_status(s));
+		return -1;
+	}
+	return 0;
+}
+
+int
+dq_decode_check(const unsigned char *data, size_t len, enum dq_image_type t,
+    struct dq_err *err)
+{
+	switch (t) {
+	case DQ_IMG_JPEG: return check_jpeg(data, len, err);
+	case DQ_IMG_PNG: return check_png(data, len, err);
+	case DQ_IMG_WEBP: return check_webp(data, len, err);
+	default:
+		dq_err_record(err, "not_an_image", "not a JPEG, PNG or WebP image");
+		return -1;
+	}
 }
 
 void

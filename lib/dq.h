@@ -57,8 +57,14 @@ _Noreturn void dq_die(int status, const char *fmt, ...) __attribute__((format(pr
 void dq_wipe(void *, size_t);		/* explicit_bzero */
 int dq_status_merge(int a, int b);	/* the one that wins by DESIGN §3's order */
 int dq_finish_stdout(int status);	/* flush+close stdout; 74 on failure */
-/* Read a whole file (at most max bytes; -1 with errno=EFBIG past it). */
+/*
+ * Read a whole regular file of at most max bytes, opened without blocking:
+ * 0, or -1 with errno (EFBIG past max, EISDIR a directory, ENXIO a FIFO,
+ * socket or device).  _nofollow refuses a symbolic link (ELOOP), for the
+ * files of the local store and spool, which never makes one.
+ */
 int dq_read_file(const char *path, size_t max, unsigned char **data, size_t *len);
+int dq_read_file_nofollow(const char *path, size_t max, unsigned char **data, size_t *len);
 int dq_write_all(int fd, const void *buf, size_t len);
 int dq_mkdirs(const char *path, int mode);	/* mkdir -p */
 /* Write data to path atomically: tmp in the same directory, fsync, rename. */
@@ -216,10 +222,28 @@ const char *dq_image_mime(enum dq_image_type);
 const char *dq_image_ext(enum dq_image_type);
 enum dq_image_type dq_image_type_from_mime(const char *);
 /*
- * The whole validation of an image given to dq (dq-put and dq-ingest):
- * known type, complete, within DQ_MAX_IMAGE_BYTES and DQ_MAX_IMAGE_PIXELS.
+ * The whole validation of an image, the same at every entry point (dq-put,
+ * dq-ingest, dq-analyze on a file or a downloaded raw image): known type,
+ * complete, within DQ_MAX_IMAGE_BYTES and DQ_MAX_IMAGE_PIXELS, and it
+ * decodes without a complaint about its data.  0, or -1 with a permanent
+ * record error: too_large, not_an_image, bad_header, truncated_image,
+ * too_many_pixels, corrupt_image.
  */
 int dq_image_validate(const unsigned char *, size_t, struct dq_image_info *, struct dq_err *);
+/*
+ * Read an image FILE argument: a regular file (opened without blocking)
+ * within DQ_MAX_IMAGE_BYTES.  0, or -1 with a record error: too_large (65),
+ * no_such_file, not_a_file (a directory, a FIFO...), unreadable_file (66),
+ * read_error (74).
+ */
+int dq_image_read(const char *path, unsigned char **data, size_t *len, struct dq_err *);
+
+/*
+ * decode.c (the rest of it is in refan.h): decode the whole image at the
+ * smallest scale the codec offers and discard the pixels; 0, or -1 with the
+ * record error corrupt_image when the decoder fails or warns about the data.
+ */
+int dq_decode_check(const unsigned char *, size_t, enum dq_image_type, struct dq_err *);
 
 /* message.c: the queue message body and the raw blob's metadata. */
 /* Check sku/facility characters: [A-Za-z0-9._-], 1..64. */

@@ -1,13 +1,19 @@
 /*
- * image.c - recognise JPEG, PNG and WebP from their bytes: type, size and
- * whether the file is complete, without decoding pixels.
+ * image.c - recognise JPEG, PNG and WebP from their bytes, and the one
+ * validation every entry point applies to an image (dq-put, dq-ingest,
+ * dq-analyze on a file and on a downloaded raw image).
  *
- * "Complete" means the container structure holds through its end: a JPEG
- * reaches its EOI marker, a PNG its IEND chunk, a WebP its RIFF length.
- * That is what a camera upload cut off mid-transfer lacks.
+ * Sniffing reads the type, the size and whether the file is complete,
+ * without decoding pixels: "complete" means the container structure holds
+ * through its end (a JPEG reaches its EOI marker, a PNG its IEND chunk, a
+ * WebP its RIFF length), which is what an upload cut off mid-transfer
+ * lacks.  Validation adds the limits and a decode (dq_decode_check), since
+ * a file can be whole in structure and garbage inside.
  */
+#include <errno.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "dq.h"
 
@@ -191,7 +197,43 @@ dq_image_validate(const unsigned char *b, size_t n, struct dq_image_info *in, st
 		    in->width, in->height, dq_cfg.max_image_pixels);
 		return -1;
 	}
-	return 0;
+	return dq_decode_check(b, n, in->type, err);
+}
+
+/* What a FILE argument is when it is not a regular file, for the message. */
+static const char *
+file_kind(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return "not a regular file";
+	return S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" :
+	    S_ISSOCK(st.st_mode) ? "a socket" : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ?
+	    "a device" : "not a regular file";
+}
+
+int
+dq_image_read(const char *path, unsigned char **data, size_t *len, struct dq_err *err)
+{
+	int e;
+
+	if (dq_read_file(path, (size_t)dq_cfg.max_image_bytes, data, len) == 0)
+		return 0;
+	e = errno;
+	if (e == EFBIG)
+		dq_err_record(err, "too_large", "larger than DQ_MAX_IMAGE_BYTES=%lld",
+		    dq_cfg.max_image_bytes);
+	else if (e == ENOENT || e == ENOTDIR)
+		dq_err_set(err, DQ_SCOPE_RECORD, DQ_EX_NOINPUT, 0, "no_such_file", "%s", strerror(e));
+	else if (e == EISDIR || e == ENXIO)
+		dq_err_set(err, DQ_SCOPE_RECORD, DQ_EX_NOINPUT, 0, "not_a_file",
+		    "%s, not a regular file", file_kind(path));
+	else if (e == EACCES || e == EPERM)
+		dq_err_set(err, DQ_SCOPE_RECORD, DQ_EX_NOINPUT, 0, "unreadable_file", "%s", strerror(e));
+	else
+		dq_err_set(err, DQ_SCOPE_RECORD, DQ_EX_IOERR, 0, "read_error", "%s", strerror(e));
+	return -1;
 }
 
 const char *

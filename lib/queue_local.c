@@ -340,7 +340,8 @@ write_file(const char *path, const void *data, size_t len)
 
 /*
  * Read and parse a message file: 1 with *doc, 0 gone, -1 with errno
- * EBADMSG when it is not a message file, other errno on a read error.
+ * EBADMSG when it is not a message file (nor a regular file), other errno
+ * on a read error.
  */
 static int
 read_doc(const char *path, json_t **doc)
@@ -350,8 +351,10 @@ read_doc(const char *path, json_t **doc)
 	json_error_t je;
 
 	*doc = NULL;
-	if (dq_read_file(path, MAX_BODY, &data, &len) < 0) {
-		if (errno == EFBIG)
+	/* Without blocking or following: a FIFO, a directory or a link put
+	 * into ready/ by hand is no message file, and is moved aside. */
+	if (dq_read_file_nofollow(path, MAX_BODY, &data, &len) < 0) {
+		if (errno == EFBIG || errno == EISDIR || errno == ENXIO || errno == ELOOP)
 			errno = EBADMSG;
 		return errno == ENOENT ? 0 : -1;
 	}

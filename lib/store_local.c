@@ -169,9 +169,15 @@ local_get(struct dq_store *s, const char *container, const char *name,
 	    path_of(s, mp, sizeof mp, container, ".meta", name, ".json", err) < 0)
 		return -1;
 	if (data) {
-		if (dq_read_file(p, SIZE_MAX, data, len) < 0) {
+		if (dq_read_file_nofollow(p, SIZE_MAX, data, len) < 0) {
 			if (errno == ENOENT)
 				return 0;
+			/* The store makes only regular files: this blob's fault, not the store's. */
+			if (errno == EISDIR || errno == ENXIO || errno == ELOOP) {
+				dq_err_record(err, "bad_blob", "local store: %s/%s is not a regular file",
+				    container, name);
+				return -1;
+			}
 			return sys_err(err, "read", p);
 		}
 	} else if (access(p, F_OK) < 0) {

@@ -120,32 +120,42 @@ dq_finish_stdout(int status)
 	return status;
 }
 
-int
-dq_read_file(const char *path, size_t max, unsigned char **data, size_t *len)
+/*
+ * Open path for reading without blocking (a FIFO without a writer, a
+ * device), then keep it only if it is a regular file: O_NONBLOCK, fstat,
+ * refuse, clear O_NONBLOCK.  A directory is EISDIR, anything else that
+ * is not a regular file ENXIO (what open(2) says of FIFOs and devices it
+ * cannot use).
+ */
+static int
+read_regular(const char *path, int oflags, size_t max, unsigned char **data,
+    size_t *len)
 {
-	int fd, e;
+	int fd, e, fl;
 	struct stat st;
 	unsigned char *buf = NULL;
-	size_t cap = 0, n = 0;
+	size_t cap, n = 0;
 	ssize_t r;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | oflags)) < 0)
 		return -1;
 	if (fstat(fd, &st) < 0)
 		goto fail;
-	if (S_ISDIR(st.st_mode)) {
-		errno = EISDIR;
+	if (!S_ISREG(st.st_mode)) {
+		errno = S_ISDIR(st.st_mode) ? EISDIR : ENXIO;
 		goto fail;
 	}
-	if (S_ISREG(st.st_mode) && (size_t)st.st_size > max) {
+	if ((fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+		goto fail;
+	if ((size_t)st.st_size > max) {
 		errno = EFBIG;
 		goto fail;
 	}
-	cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 65536;
+	cap = (size_t)st.st_size + 1;
 	buf = dq_xmalloc(cap);
 	for (;;) {
 		if (n == cap)
-			buf = dq_xrealloc(buf, cap *= 2);
+			buf = dq_xrealloc(buf, cap *= 2);	/* it grew meanwhile */
 		r = read(fd, buf + n, cap - n);
 		if (r < 0) {
 			if (errno == EINTR)
@@ -170,6 +180,18 @@ fail:
 	close(fd);
 	errno = e;
 	return -1;
+}
+
+int
+dq_read_file(const char *path, size_t max, unsigned char **data, size_t *len)
+{
+	return read_regular(path, 0, max, data, len);
+}
+
+int
+dq_read_file_nofollow(const char *path, size_t max, unsigned char **data, size_t *len)
+{
+	return read_regular(path, O_NOFOLLOW, max, data, len);
 }
 
 int

@@ -154,7 +154,8 @@ analyze(json_t *msg, const unsigned char *data, size_t len, const char *sha256,
 		    sha, sha256);
 		return NULL;
 	}
-	if (dq_image_sniff(data, len, &in, err) < 0)
+	/* The same validation as at the door: a broken image is an error, never a finding. */
+	if (dq_image_validate(data, len, &in, err) < 0)
 		return NULL;
 	t0 = dq_now_ms();
 	if (dq_cfg.analyze_delay_ms > 0)
@@ -480,14 +481,7 @@ run_files(char **files, int nfiles, const char *sku)
 		char id[37], sha[65], when[21], *annot = NULL;
 		json_t *rec = json_pack("{s:s}", "file", files[i]), *msg, *doc;
 
-		if (dq_read_file(files[i], (size_t)dq_cfg.max_image_bytes, &data, &len) < 0 ||
-		    stat(files[i], &sb) < 0) {
-			if (errno == EFBIG)
-				dq_err_record(&err, "too_large", "larger than DQ_MAX_IMAGE_BYTES=%lld",
-				    dq_cfg.max_image_bytes);
-			else
-				dq_err_set(&err, DQ_SCOPE_RECORD, errno == ENOENT ? DQ_EX_NOINPUT : DQ_EX_IOERR,
-				    0, errno == ENOENT ? "no_such_file" : "read_error", "%s", strerror(errno));
+		if (dq_image_read(files[i], &data, &len, &err) < 0) {
 			dq_log_err(DQ_ERROR, "analyze_failed", json_pack("{s:s}", "file", files[i]), &err);
 			dq_record_set_error(rec, "analyze", &err);
 			merge_status(err.status);
@@ -498,7 +492,7 @@ run_files(char **files, int nfiles, const char *sku)
 		/* No message: one stands in, named by the content, dated by the file. */
 		dq_sha256_hex(data, len, sha);
 		dq_uuid_v5("6ba7b811-9dad-11d1-80b4-00c04fd430c8", sha, id);
-		dq_rfc3339(sb.st_mtime, when);
+		dq_rfc3339(stat(files[i], &sb) == 0 ? sb.st_mtime : time(NULL), when);
 		if (dq_image_sniff(data, len, &in, &err) < 0)
 			in.type = DQ_IMG_UNKNOWN;
 		msg = json_pack("{s:s,s:s,s:{s:s,s:s,s:s?,s:{}}}", "image_id", id, "ingested_at", when,

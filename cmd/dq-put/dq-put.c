@@ -48,13 +48,7 @@ put_file(const char *file, const char *sku, const char *facility,
 	json_t *rec, *st;
 	char *shown;
 
-	if (dq_read_file(file, (size_t)dq_cfg.max_image_bytes, &data, &len) < 0) {
-		if (errno == EFBIG)
-			dq_err_record(&err, "too_large", "larger than DQ_MAX_IMAGE_BYTES=%lld",
-			    dq_cfg.max_image_bytes);
-		else
-			dq_err_set(&err, DQ_SCOPE_RECORD, errno == ENOENT ? DQ_EX_NOINPUT : DQ_EX_IOERR,
-			    0, errno == ENOENT ? "no_such_file" : "read_error", "%s", strerror(errno));
+	if (dq_image_read(file, &data, &len, &err) < 0) {
 		reject_file(file, &err);
 		return;
 	}
