@@ -233,8 +233,7 @@ int dq_image_validate(const unsigned char *, size_t, struct dq_image_info *, str
 /*
  * Read an image FILE argument: a regular file (opened without blocking)
  * within DQ_MAX_IMAGE_BYTES.  0, or -1 with a record error: too_large (65),
- * no_such_file, not_a_file (a directory, a FIFO...), unreadable_file (66),
- * read_error (74).
+ * no_such_file, not_a_file (a directory, a FIFO...: 66), read_error (74).
  */
 int dq_image_read(const char *path, unsigned char **data, size_t *len, struct dq_err *);
 

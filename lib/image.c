@@ -229,8 +229,6 @@ dq_image_read(const char *path, unsigned char **data, size_t *len, struct dq_err
 	else if (e == EISDIR || e == ENXIO)
 		dq_err_set(err, DQ_SCOPE_RECORD, DQ_EX_NOINPUT, 0, "not_a_file",
 		    "%s, not a regular file", file_kind(path));
-	else if (e == EACCES || e == EPERM)
-		dq_err_set(err, DQ_SCOPE_RECORD, DQ_EX_NOINPUT, 0, "unreadable_file", "%s", strerror(e));
 	else
 		dq_err_set(err, DQ_SCOPE_RECORD, DQ_EX_IOERR, 0, "read_error", "%s", strerror(e));
 	return -1;

@@ -98,6 +98,50 @@ setup() {
 	assert_equal "$(blob_count raw-images)" 0
 }
 
+# damaged KIND FIXTURE: a copy of FIXTURE, whole in structure, spoilt
+# inside by tests/bats/corrupt.py KIND; prints its path.
+damaged() {
+	local out=$BATS_TEST_TMPDIR/$1-${2##*/}
+	"$BATS_TEST_DIRNAME/corrupt.py" "$1" "$FIXTURES/$2" >"$out" || return 1
+	echo "$out"
+}
+
+@test "an image whole in structure but corrupt inside is rejected as corrupt_image, the others stored" {
+	local kind fixture f kind_fixture
+	for kind_fixture in jpeg-scan:a.jpg jpeg-cut:d.jpg png-idat:b.png png-crc:b.png webp-cut:c.webp; do
+		kind=${kind_fixture%%:*} fixture=${kind_fixture#*:}
+		f=$(damaged "$kind" "$fixture")
+		run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" "$f"
+		assert_failure 65
+		assert_equal "$(head -1 <<<"$output" | jq -r .stored.blob_name | cut -d. -f2)" jpg
+		assert_equal "$(tail -1 <<<"$output" | jq -r '[.file, .error.code, .error.retryable] | join(" ")')" "$f corrupt_image false"
+		assert_equal "$(jq -r 'select(.event == "rejected") | .code' <<<"$stderr")" corrupt_image
+	done
+	# the good one of each run, nothing of the damaged ones
+	assert_equal "$(blob_count raw-images)" 5
+	assert_equal "$(find "$DQ_LOCAL_DIR/store/raw-images" -maxdepth 1 -type f -not -name '*.jpg' | wc -l)" 0
+}
+
+@test "a directory given as a file is refused with 66, not an I/O error" {
+	mkdir "$BATS_TEST_TMPDIR/dir.jpg"
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$BATS_TEST_TMPDIR/dir.jpg" "$FIXTURES/b.png"
+	assert_failure 66
+	assert_equal "$(head -1 <<<"$output" | jq -r '[.error.code, .error.message] | join(": ")')" "not_a_file: a directory, not a regular file"
+	assert_equal "$(tail -1 <<<"$output" | jq -r .message.metadata.content_type)" image/png
+	assert_equal "$(blob_count raw-images)" 1
+}
+
+@test "a FIFO given as a file is refused at once with 66, never read" {
+	mkfifo "$BATS_TEST_TMPDIR/cam.jpg"
+	# no writer ever opens it: a blocking open would hang until the timeout
+	run --separate-stderr timeout -k 5 20 dq-put --sku WK-KN-200 --facility yangjiang "$BATS_TEST_TMPDIR/cam.jpg" "$FIXTURES/a.jpg"
+	assert_failure 66
+	assert_equal "$(head -1 <<<"$output" | jq -r '[.file, .error.code, .error.message] | join(" ")')" \
+		"$BATS_TEST_TMPDIR/cam.jpg not_a_file a FIFO, not a regular file"
+	assert_equal "$(tail -1 <<<"$output" | jq -r .message.metadata.content_type)" image/jpeg
+	assert_equal "$(blob_count raw-images)" 1
+}
+
 @test "good files are stored even when one in the list is bad" {
 	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" "$FIXTURES/text.txt" "$FIXTURES/b.png"
 	assert_failure 65

@@ -233,6 +233,63 @@ strip_times() {
 	assert_equal "$(jq -r .artifact.image_id <<<"$output")" "$id"
 }
 
+@test "terminal mode: a truncated or corrupt image is an error record, exit 65, never a finding" {
+	unset DQ_LOCAL_DIR
+	local scan=$BATS_TEST_TMPDIR/scan.jpg cut=$BATS_TEST_TMPDIR/cut.jpg
+	"$BATS_TEST_DIRNAME/corrupt.py" jpeg-scan "$S/samples/good-001.jpg" >"$scan"
+	"$BATS_TEST_DIRNAME/corrupt.py" jpeg-cut "$S/samples/good-001.jpg" >"$cut"
+	run --separate-stderr dq-analyze --sku WK-KN-200 "$FIXTURES/truncated.jpg" "$scan" "$cut" "$S/samples/good-001.jpg"
+	assert_failure 65
+	assert_equal "$(jq -r '[.file, .error.code, .error.retryable, .artifact.defect_findings.defect_detected] | map(tostring) | join(" ")' <<<"$output")" \
+		"$FIXTURES/truncated.jpg truncated_image false null
+$scan corrupt_image false null
+$cut corrupt_image false null
+$S/samples/good-001.jpg null null false"
+	assert_regex "$(sed -n 2p <<<"$output" | jq -r .error.message)" '^JPEG: Corrupt JPEG data'
+	assert_equal "$(jq -r 'select(.event == "analyze_failed") | .code' <<<"$stderr" | tr '\n' ' ')" "truncated_image corrupt_image corrupt_image "
+}
+
+@test "terminal mode: a directory or a FIFO given as a file is refused at once with 66" {
+	unset DQ_LOCAL_DIR
+	mkdir "$BATS_TEST_TMPDIR/dir.jpg"
+	mkfifo "$BATS_TEST_TMPDIR/fifo.jpg"
+	run --separate-stderr timeout -k 5 20 dq-analyze --sku WK-KN-200 "$BATS_TEST_TMPDIR/dir.jpg" "$BATS_TEST_TMPDIR/fifo.jpg" "$S/samples/good-001.jpg"
+	assert_failure 66
+	assert_equal "$(jq -r '[.error.code // "-", .error.message // .artifact.defect_findings.defect_type] | join(": ")' <<<"$output")" \
+		"not_a_file: a directory, not a regular file
+not_a_file: a FIFO, not a regular file
+-: none"
+}
+
+@test "record mode: a stored raw image that is corrupt inside is a permanent error, not analyzed" {
+	# A raw image stored before the validation decoded: put a good one, then
+	# spoil its bytes in the local store and its message's checksum with them.
+	put "$S/samples/good-001.jpg" >"$BATS_TEST_TMPDIR/m"
+	local blob sha
+	blob=$DQ_LOCAL_DIR/store/raw-images/$(jq -r .message.metadata.source_blob.blob_name "$BATS_TEST_TMPDIR/m")
+	"$BATS_TEST_DIRNAME/corrupt.py" jpeg-scan "$S/samples/good-001.jpg" >"$blob"
+	sha=$(sha256sum "$blob" | cut -d' ' -f1)
+	jq -c --arg s "$sha" '.message.image.sha256 = $s' "$BATS_TEST_TMPDIR/m" >"$BATS_TEST_TMPDIR/m2"
+	run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/m2"
+	assert_failure 65
+	assert_equal "$(jq -r '[.error.stage, .error.code, .error.retryable, .error.scope] | join(" ")' <<<"$output")" "analyze corrupt_image false record"
+	assert_equal "$(jq -r .artifact <<<"$output")" null
+	refute_regex "$(log_events "$stderr")" 'analyzed'
+}
+
+@test "record mode: a raw blob that is a FIFO in the local store is a record error, not a hang" {
+	put "$S/samples/good-001.jpg" "$S/samples/good-002.jpg" >"$BATS_TEST_TMPDIR/m"
+	local blob
+	blob=$DQ_LOCAL_DIR/store/raw-images/$(head -1 "$BATS_TEST_TMPDIR/m" | jq -r .message.metadata.source_blob.blob_name)
+	rm "$blob"
+	mkfifo "$blob"
+	run --separate-stderr timeout -k 5 20 dq-analyze <"$BATS_TEST_TMPDIR/m"
+	assert_failure 65
+	assert_equal "$(head -1 <<<"$output" | jq -r '[.error.code, .error.scope] | join(" ")')" "bad_blob record"
+	assert_regex "$(head -1 <<<"$output" | jq -r .error.message)" 'is not a regular file$'
+	assert_equal "$(tail -1 <<<"$output" | jq -r .artifact.defect_findings.defect_type)" none
+}
+
 @test "usage errors exit 64; a broken stdout exits 74" {
 	run --separate-stderr dq-analyze -j 0
 	assert_failure 64

@@ -116,6 +116,24 @@ post_body() {
 	assert_nothing_stored
 }
 
+@test "an image whole in structure but corrupt inside: 400 corrupt_image" {
+	local jpg png
+	jpg=$(fixture big.jpg jpeg 640 480 3)
+	"$BATS_TEST_DIRNAME/corrupt.py" jpeg-scan "$jpg" >"$BATS_TEST_TMPDIR/scan.jpg"
+	"$BATS_TEST_DIRNAME/corrupt.py" png-idat "$PNG" >"$BATS_TEST_TMPDIR/idat.png"
+	run --separate-stderr post_multipart "$BATS_TEST_TMPDIR/scan.jpg"
+	assert_error 400 corrupt_image
+	run jq -r .error.message "$BODY"
+	assert_output --regexp '^JPEG: Corrupt JPEG data'
+	run --separate-stderr post_raw "$BATS_TEST_TMPDIR/idat.png" image/png
+	assert_error 400 corrupt_image
+	assert_nothing_stored
+	# the good image it was made from is taken
+	run --separate-stderr post_multipart "$jpg"
+	assert_success
+	assert_output 202
+}
+
 @test "a body over the limit: 413" {
 	local big
 	big=$(fixture big.png png 1000 1000)
