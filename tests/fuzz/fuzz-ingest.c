@@ -1,12 +1,15 @@
 /*
  * fuzz-ingest - libFuzzer target for dq-ingest's request parsing: media
  * types, query strings, forwarded addresses, credentials, origins, the
- * multipart body (read in chunks of every size) and the metadata JSON.
+ * multipart body (read in chunks of every size), the metadata JSON and the
+ * image validation (sniffing, then decoding with libjpeg, libpng, libwebp).
  *
  * Input: four header lines, then the body:
  *   Content-Type \n query string \n X-Forwarded-For \n credential \n body
  * The first byte also picks the read chunk size, so delimiters fall across
- * every buffer boundary.
+ * every buffer boundary.  corpus/raw-jpeg is made so:
+ *   { printf 'image/jpeg\nproduct_sku=A&facility=B\n::1\nBearer s3cret\n';
+ *     cat tests/bats/fixtures/a.jpg; } >tests/fuzz/corpus/raw-jpeg
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -112,7 +115,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else {
 		struct dq_image_info info;
 
-		dq_image_sniff(p, n, &info, &err);
+		/* The whole validation, the codecs' decoding included, as an
+		 * upload gets it; pixels bounded so that a run stays fast. */
+		dq_cfg.max_image_bytes = 1 << 16;
+		dq_cfg.max_image_pixels = 1 << 22;
+		dq_image_validate(p, n, &info, &err);
 	}
 	free(ctype);
 	free(query);
