@@ -186,8 +186,15 @@ local_get(struct dq_store *s, const char *container, const char *name,
 		return sys_err(err, "stat", p);
 	}
 	if (metadata) {
-		json_t *j = json_load_file(mp, JSON_REJECT_DUPLICATES, NULL);
+		unsigned char *mdata;
+		size_t mlen;
+		json_t *j = NULL;
 
+		/* Read like the blob: a sidecar that is no regular file is no metadata. */
+		if (dq_read_file_nofollow(mp, 1 << 20, &mdata, &mlen) == 0) {
+			j = json_loadb((const char *)mdata, mlen, JSON_REJECT_DUPLICATES, NULL);
+			free(mdata);
+		}
 		*metadata = json_incref(json_object_get(j, "metadata"));
 		if (!*metadata)
 			*metadata = json_object();

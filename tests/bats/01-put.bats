@@ -330,3 +330,16 @@ damaged() {
 		fi
 	done
 }
+
+@test "dq-put --stored of an image whose metadata file is a FIFO is a record error, not a hang" {
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" "$FIXTURES/b.png"
+	local odd kept
+	odd=$(head -1 <<<"$output" | jq -r .message.image_id)
+	kept=$(tail -1 <<<"$output" | jq -r .message.image_id)
+	rm "$DQ_LOCAL_DIR/store/raw-images/.meta/$odd.jpg.json"
+	mkfifo "$DQ_LOCAL_DIR/store/raw-images/.meta/$odd.jpg.json"
+	run --separate-stderr timeout -k 5 20 dq-put --stored "$odd" "$kept"
+	assert_failure 65
+	assert_equal "$(head -1 <<<"$output" | jq -r .error.code)" bad_metadata
+	assert_equal "$(tail -1 <<<"$output" | jq -r .message.image_id)" "$kept"
+}
