@@ -31,7 +31,7 @@ LIBSRC = $(wildcard lib/*.c)
 LIBOBJ = $(patsubst %.c,$(B)/%.o,$(LIBSRC))
 LIBA = $(B)/lib/libdq.a
 TOOLS = $(B)/tools/dq-synth
-UNIT = $(B)/tests/unit/spool-test $(B)/tests/unit/refan-test
+UNIT = $(B)/tests/unit/spool-test $(B)/tests/unit/refan-test $(B)/tests/unit/image-test
 BINS = $(addprefix $(B)/bin/,$(PROGS) $(SCRIPTS))
 
 all: deps-check $(BINS) $(TOOLS)

@@ -204,33 +204,48 @@ dq_image_validate(const unsigned char *b, size_t n, struct dq_image_info *in, st
 static const char *
 file_kind(const char *path)
 {
+	static const struct { mode_t type; const char *name; } kinds[] = {
+		{ S_IFDIR, "a directory" }, { S_IFIFO, "a FIFO" }, { S_IFSOCK, "a socket" },
+		{ S_IFCHR, "a device" }, { S_IFBLK, "a device" },
+	};
 	struct stat st;
 
-	if (stat(path, &st) < 0)
-		return "not a regular file";
-	return S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" :
-	    S_ISSOCK(st.st_mode) ? "a socket" : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ?
-	    "a device" : "not a regular file";
+	if (stat(path, &st) == 0)
+		for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++)
+			if ((st.st_mode & S_IFMT) == kinds[i].type)
+				return kinds[i].name;
+	return "a special file";
 }
 
 int
 dq_image_read(const char *path, unsigned char **data, size_t *len, struct dq_err *err)
 {
+	/* Why a file could not be read: the input's fault (66), else I/O (74). */
+	static const struct { int errnum; const char *code; int kind; } why[] = {
+		{ ENOENT, "no_such_file", 0 },
+		{ ENOTDIR, "no_such_file", 0 },
+		{ EISDIR, "not_a_file", 1 },
+		{ ENXIO, "not_a_file", 1 },
+	};
+	char kind[64];
 	int e;
 
 	if (dq_read_file(path, (size_t)dq_cfg.max_image_bytes, data, len) == 0)
 		return 0;
-	e = errno;
-	if (e == EFBIG)
+	if ((e = errno) == EFBIG) {
 		dq_err_record(err, "too_large", "larger than DQ_MAX_IMAGE_BYTES=%lld",
 		    dq_cfg.max_image_bytes);
-	else if (e == ENOENT || e == ENOTDIR)
-		dq_err_set(err, DQ_SCOPE_RECORD, DQ_EX_NOINPUT, 0, "no_such_file", "%s", strerror(e));
-	else if (e == EISDIR || e == ENXIO)
-		dq_err_set(err, DQ_SCOPE_RECORD, DQ_EX_NOINPUT, 0, "not_a_file",
-		    "%s, not a regular file", file_kind(path));
-	else
-		dq_err_set(err, DQ_SCOPE_RECORD, DQ_EX_IOERR, 0, "read_error", "%s", strerror(e));
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof why / sizeof *why; i++)
+		if (why[i].errnum == e) {
+			if (why[i].kind)
+				snprintf(kind, sizeof kind, "%s, not a regular file", file_kind(path));
+			dq_err_set(err, DQ_SCOPE_RECORD, DQ_EX_NOINPUT, 0, why[i].code, "%s",
+			    why[i].kind ? kind : strerror(e));
+			return -1;
+		}
+	dq_err_set(err, DQ_SCOPE_RECORD, DQ_EX_IOERR, 0, "read_error", "%s", strerror(e));
 	return -1;
 }
 

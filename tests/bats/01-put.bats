@@ -122,6 +122,29 @@ damaged() {
 	assert_equal "$(find "$DQ_LOCAL_DIR/store/raw-images" -maxdepth 1 -type f -not -name '*.jpg' | wc -l)" 0
 }
 
+@test "images in every encoding a camera may use are stored; each with its data spoilt is refused" {
+	local image_test=$DQ_BUILD/tests/unit/image-test f kind
+	[ -x "$image_test" ] || fail "$image_test is not built: run 'make tests/unit/image-test'"
+	mkdir "$BATS_TEST_TMPDIR/v" "$BATS_TEST_TMPDIR/x"
+	"$image_test" variants "$BATS_TEST_TMPDIR/v" >/dev/null
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$BATS_TEST_TMPDIR/v"/*
+	assert_success
+	assert_equal "$(jq -r .message.metadata.content_type <<<"$output" | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' ')" \
+		"image/jpeg=6 image/png=5 image/webp=2 "
+	for f in "$BATS_TEST_TMPDIR/v"/*; do
+		case $f in
+		*.jpg) kind=jpeg-scan ;;
+		*.png) kind=png-idat ;;
+		*.webp) kind=webp-cut ;;
+		esac
+		"$BATS_TEST_DIRNAME/corrupt.py" "$kind" "$f" >"$BATS_TEST_TMPDIR/x/${f##*/}"
+	done
+	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$BATS_TEST_TMPDIR/x"/*
+	assert_failure 65
+	assert_equal "$(jq -r .error.code <<<"$output" | sort | uniq -c | awk '{print $2 "=" $1}' | tr '\n' ' ')" \
+		"bad_header=1 corrupt_image=12 "
+}
+
 @test "a directory given as a file is refused with 66, not an I/O error" {
 	mkdir "$BATS_TEST_TMPDIR/dir.jpg"
 	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$BATS_TEST_TMPDIR/dir.jpg" "$FIXTURES/b.png"
