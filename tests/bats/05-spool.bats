@@ -156,7 +156,7 @@ event_field() {
 	assert_equal "$(stat -c %G "$DQ_LOCAL_DIR/queues/defect-jobs/ready")" nogroup
 }
 
-@test "a FIFO or a directory in ready/ is moved aside without blocking; the messages around it are delivered" {
+@test "a FIFO, a directory or a link in ready/ is moved aside without blocking; the messages around it are delivered" {
 	local msg ready
 	msg='{"message":{"image_id":"IDX","ingested_at":"2026-11-28T10:00:00Z","metadata":{"product_sku":"WK-KN-200","facility":"yangjiang","source_blob":{"container":"raw-images","blob_name":"IDX.jpg"},"content_type":"image/jpeg","extra":{}},"image":{"size":1,"sha256":"00","width":1,"height":1}}}'
 	for id in 11111111-1111-4111-8111-111111111111 22222222-2222-4222-8222-222222222222 \
@@ -169,6 +169,8 @@ event_field() {
 	rm "$ready/0000000000000002.0"
 	mkfifo "$ready/0000000000000002.0"
 	mkdir "$ready/0000000000000004.0"
+	# and a symbolic link to the first: followed, it would be a second copy
+	ln -s "$ready/0000000000000001.0" "$ready/0000000000000005.0"
 	run --separate-stderr timeout -k 5 20 dq-dequeue --peek -n 10
 	assert_success
 	assert_equal "$(jq -r .message.image_id <<<"$output" | tr '\n' ' ')" \
@@ -177,10 +179,11 @@ event_field() {
 	assert_success
 	assert_equal "$(jq -r .message.image_id <<<"$output" | tr '\n' ' ')" \
 		"11111111-1111-4111-8111-111111111111 33333333-3333-4333-8333-333333333333 "
-	assert_equal "$(event_field spool_corrupt level | tr '\n' ' ')" "ERROR ERROR "
+	assert_equal "$(event_field spool_corrupt level | tr '\n' ' ')" "ERROR ERROR ERROR "
 	run ls "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
 	assert_line --regexp '^corrupt\.0000000000000002\.1\.[0-9a-f-]{36}\.[0-9]+$'
 	assert_line --regexp '^corrupt\.0000000000000004\.1\.[0-9a-f-]{36}\.[0-9]+$'
+	assert_line --regexp '^corrupt\.0000000000000005\.1\.[0-9a-f-]{36}\.[0-9]+$'
 	[ -p "$DQ_LOCAL_DIR/queues/defect-jobs/tmp/$(ls "$DQ_LOCAL_DIR/queues/defect-jobs/tmp" | grep '^corrupt\.0000000000000002')" ]
 	assert_equal "$(ls "$ready" "$DQ_LOCAL_DIR/queues/defect-jobs/locked" | grep -c '^0')" 2
 }
