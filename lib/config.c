@@ -74,6 +74,7 @@ static const struct var vars[] = {
 	{ "DQ_RETRY_CAP_MS", "30000", SECS, S(retry_cap_ms), 0, 3600000 },
 	{ "DQ_RETRY_BUDGET_MS", "120000", SECS, S(retry_budget_ms), 0, 86400000 },
 	{ "DQ_POLL_MS", "100", SECS, S(poll_ms), 1, 60000 },
+	{ "DQ_INGEST_DRAIN_MS", "5000", SECS, S(ingest_drain_ms), 0, 600000 },
 	{ "DQ_TEST_ANALYZE_DELAY_MS", "0", SECS, S(analyze_delay_ms), 0, 3600000 },
 	{ "DQ_TEST_SEND_FSYNC_FAIL", "0", FLAG, S(test_send_fsync_fail), 0, 0 },
 };

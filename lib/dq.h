@@ -132,6 +132,9 @@ enum dq_level { DQ_DEBUG, DQ_INFO, DQ_WARNING, DQ_ERROR };
 void dq_log(enum dq_level, const char *event, json_t *ctx, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 int dq_log_enabled(enum dq_level);
+/* Hand each line (without its newline) to fn instead of writing it on
+ * stderr; NULL: stderr again.  For dq-ingest's FastCGI error stream. */
+void dq_log_sink(void (*fn)(const char *line));
 void dq_log_err(enum dq_level, const char *event, json_t *ctx, const struct dq_err *);
 
 /* config.c: every variable of DESIGN §6, read once. */
@@ -168,6 +171,7 @@ struct dq_config {
 	double dup_window_seconds;	/* DQ_DUPLICATE_WINDOW_SECONDS, default 600 */
 	double retry_base_ms, retry_cap_ms, retry_budget_ms;
 	double poll_ms;			/* DQ_POLL_MS: local spool polling, default 100 */
+	double ingest_drain_ms;		/* DQ_INGEST_DRAIN_MS: a refused CGI body, default 5000 */
 	double analyze_delay_ms;	/* DQ_TEST_ANALYZE_DELAY_MS: test hook, 0 */
 	int test_send_fsync_fail;	/* DQ_TEST_SEND_FSYNC_FAIL: test hook, 0 */
 };

@@ -1,14 +1,18 @@
 /*
  * httpreq.c - the pieces of a CGI request: lengths, media types, query
- * strings, the client address, credentials, origins.  Every input here is
- * hostile; every function is pure so the fuzzer can call it.
+ * strings, the client address, credentials, origins, the program's mount
+ * point, the checks of the settings that hold lists.  Every input here is
+ * hostile; every function but dq_http_discard (which reads a descriptor)
+ * is pure so the fuzzer can call it.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "ingest.h"
 
@@ -429,4 +433,159 @@ dq_http_idem_key_valid(const char *s)
 		if (*s < 33 || *s > 126 || n >= 255)
 			return 0;
 	return n > 0;
+}
+
+int
+dq_http_script_path(const char *script_name, char *out, size_t n)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t i, j = 0, len;
+
+	if (script_name == NULL || (*script_name != '\0' && *script_name != '/'))
+		return -1;
+	len = strlen(script_name);
+	while (len > 0 && script_name[len - 1] == '/')
+		len--;
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)script_name[i];
+
+		/* RFC 3986 pchar and '/', less '%': SCRIPT_NAME is decoded. */
+		if ((c >= '0' && c <= '9') || ((c | 32) >= 'a' && (c | 32) <= 'z') ||
+		    strchr("-._~!$&'()*+,;=:@/", c)) {
+			if (j + 1 >= n)
+				return -1;
+			out[j++] = (char)c;
+		} else {
+			if (j + 3 >= n)
+				return -1;
+			out[j++] = '%';
+			out[j++] = hex[c >> 4];
+			out[j++] = hex[c & 15];
+		}
+	}
+	if (n == 0)
+		return -1;
+	out[j] = '\0';
+	return 0;
+}
+
+long long
+dq_http_discard(int fd, long long want, int64_t deadline_ms, int *eof)
+{
+	char buf[65536];
+	long long got = 0;
+
+	*eof = 0;
+	while (want < 0 || got < want) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int64_t left = deadline_ms - dq_now_ms();
+		size_t n = want < 0 || want - got > (long long)sizeof buf ?
+		    sizeof buf : (size_t)(want - got);
+		ssize_t r;
+
+		if (left <= 0)
+			break;
+		if ((r = poll(&p, 1, left > 1000 ? 1000 : (int)left)) < 0 && errno != EINTR)
+			break;
+		if (r <= 0)
+			continue;
+		if ((r = read(fd, buf, n)) < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			break;
+		}
+		if (r == 0) {
+			*eof = 1;
+			break;
+		}
+		got += r;
+	}
+	return got;
+}
+
+/* An entry of DQ_TRUSTED_PROXY: an address or a CIDR block. */
+int
+dq_http_proxy_entry_ok(const char *s, size_t n)
+{
+	unsigned char a[16];
+	int bits;
+
+	return parse_addr(s, n, a, &bits) >= 0;
+}
+
+/* An entry of CORS_ORIGINS as browsers send Origin: http(s)://host[:port]. */
+int
+dq_http_origin_entry_ok(const char *s, size_t n)
+{
+	size_t i, host;
+
+	if (n > 8 && strncmp(s, "https://", 8) == 0)
+		host = i = 8;
+	else if (n > 7 && strncmp(s, "http://", 7) == 0)
+		host = i = 7;
+	else
+		return 0;
+	if (s[i] == '[') {
+		while (i < n && s[i] != ']')
+			if (!(isxdigit((unsigned char)s[i]) || s[i] == ':' || s[i] == '.' ||
+			    s[i] == '['))
+				return 0;
+			else
+				i++;
+		if (i == n)
+			return 0;
+		i++;
+	} else
+		while (i < n && ((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
+		    s[i] == '-' || s[i] == '.'))
+			i++;
+	if (i == host)
+		return 0;
+	if (i < n && s[i] == ':') {
+		size_t p = ++i;
+
+		while (i < n && s[i] >= '0' && s[i] <= '9')
+			i++;
+		if (i == p || i - p > 5)
+			return 0;
+	}
+	return i == n;
+}
+
+/* An entry of API_KEY: "name:secret" or a bare secret, never empty. */
+int
+dq_http_key_entry_ok(const char *s, size_t n)
+{
+	const char *colon = memchr(s, ':', n);
+
+	return colon ? (size_t)(colon - s) + 1 < n : n > 0;
+}
+
+int
+dq_http_list_check(const char *list, int (*ok)(const char *, size_t),
+    char *bad, size_t n)
+{
+	const char *p = list ? list : "";
+
+	while (*p) {
+		const char *c = strchr(p, ',');
+		size_t len = c ? (size_t)(c - p) : strlen(p);
+		const char *e = p;
+		size_t elen = len;
+
+		trim(&e, &elen);
+		if (!ok(e, elen)) {
+			if (n) {
+				if (elen >= n)
+					elen = n - 1;
+				memcpy(bad, e, elen);
+				bad[elen] = '\0';
+			}
+			return -1;
+		}
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return 0;
 }

@@ -169,6 +169,17 @@ open_queue(struct dq_ingest *in, struct dq_response *r)
 	return 0;
 }
 
+/*
+ * The path the server mounted the program at, for Location: SCRIPT_NAME,
+ * made safe for a header; the documented /api/v1 when the server passed
+ * none that can be used.
+ */
+static const char *
+mount(const struct dq_request *q, char *buf, size_t n)
+{
+	return dq_http_script_path(q->script_name, buf, n) == 0 ? buf : "/api/v1";
+}
+
 /* Take from a bucket; 0 go on, -1 answered (429 or 500). */
 static int
 limit(struct dq_response *r, const char *kind, const char *who, long per_minute,
@@ -368,7 +379,7 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
     const char *caller)
 {
 	char type[128], boundary[128], id[37];
-	char lockpath[4096];
+	char lockpath[4096], prefix[1024];
 	struct dq_multipart mp;
 	struct dq_image_info info;
 	struct dq_raw up = { 0 };
@@ -578,7 +589,7 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 		fail_backend(r, "queue", &e, 0);
 		goto out;
 	}
-	hdr(r, "Location: /api/v1/images/%s", up.image_id);
+	hdr(r, "Location: %s/images/%s", mount(q, prefix, sizeof prefix), up.image_id);
 	body_json(r, 202, json_pack("{s:s,s:s,s:s}", "image_id", up.image_id,
 	    "status", "queued", "ingested_at", str_at(up.msg, "ingested_at", NULL)));
 out:
@@ -798,4 +809,75 @@ dq_ingest_close(struct dq_ingest *in)
 	dq_store_close(in->store);
 	in->queue = NULL;
 	in->store = NULL;
+}
+
+/*
+ * A directory requests write in: a writable directory, or one that the
+ * first request can create (its nearest existing parent is writable).
+ */
+static int
+writable_dir(const char *name, const char *dir, struct dq_err *err)
+{
+	char path[4096], *slash;
+	struct stat st;
+	const char *why = NULL;
+
+	if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+		why = strerror(ENAMETOOLONG);
+	while (why == NULL && stat(path, &st) < 0) {
+		if (errno != ENOENT || (slash = strrchr(path, '/')) == NULL)
+			why = strerror(errno);
+		else if (slash == path)
+			path[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	if (why == NULL && !S_ISDIR(st.st_mode))
+		why = "not a directory";
+	if (why == NULL && access(path, W_OK | X_OK) < 0)
+		why = strerror(errno);
+	if (why == NULL)
+		return 0;
+	dq_err_system(err, DQ_EX_CONFIG, "config", "%s: %s: %s", name, path, why);
+	return -1;
+}
+
+int
+dq_ingest_check(struct dq_err *err)
+{
+	char bad[256];
+	const char *tmp = getenv("TMPDIR");
+
+	if ((dq_cfg.api_key == NULL || *dq_cfg.api_key == '\0') && !dq_cfg.insecure_no_auth) {
+		dq_err_system(err, DQ_EX_CONFIG, "config", "API_KEY is not set: every request "
+		    "would be refused (DQ_INSECURE_NO_AUTH=1 for development)");
+		return -1;
+	}
+	/* Never the entry itself: it holds a secret. */
+	if (dq_http_list_check(dq_cfg.api_key, dq_http_key_entry_ok, NULL, 0) < 0) {
+		dq_err_system(err, DQ_EX_CONFIG, "config",
+		    "API_KEY: an entry is empty or has no secret after its name");
+		return -1;
+	}
+	if (dq_http_list_check(dq_cfg.cors_origins, dq_http_origin_entry_ok, bad, sizeof bad) < 0) {
+		dq_err_system(err, DQ_EX_CONFIG, "config", "CORS_ORIGINS: \"%s\" is not an "
+		    "origin as browsers send it (scheme://host[:port], lowercase, no path)", bad);
+		return -1;
+	}
+	if (dq_http_list_check(dq_cfg.trusted_proxy, dq_http_proxy_entry_ok, bad, sizeof bad) < 0) {
+		dq_err_system(err, DQ_EX_CONFIG, "config",
+		    "DQ_TRUSTED_PROXY: \"%s\" is not an address or CIDR block", bad);
+		return -1;
+	}
+	if (dq_cfg.state_dir == NULL || *dq_cfg.state_dir == '\0') {
+		if (dq_cfg.rate_limit_per_ip > 0 || dq_cfg.rate_limit_per_key > 0) {
+			dq_err_system(err, DQ_EX_CONFIG, "config",
+			    "DQ_STATE_DIR is not set: the rate limits need it");
+			return -1;
+		}
+		dq_log(DQ_WARNING, "config", NULL, "DQ_STATE_DIR is not set: requests "
+		    "with an Idempotency-Key will be answered 500");
+	} else if (writable_dir("DQ_STATE_DIR", dq_cfg.state_dir, err) < 0)
+		return -1;
+	return writable_dir("TMPDIR", tmp && *tmp ? tmp : "/tmp", err);
 }

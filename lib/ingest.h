@@ -56,6 +56,30 @@ int dq_http_auth(const char *api_keys, const char *cred, size_t credlen,
 int dq_http_origin_allowed(const char *allowlist, const char *origin);
 /* An Idempotency-Key value: 1..255 visible ASCII characters. */
 int dq_http_idem_key_valid(const char *);
+/*
+ * Where the server mounted the program, for the URLs of its answers: the
+ * CGI SCRIPT_NAME (decoded by the server) percent-encoded wherever a byte
+ * is not a URL path character, so it is safe in a header, without a
+ * trailing '/' ("" for the root).  0, or -1 when absent, not starting with
+ * '/' or longer than n.
+ */
+int dq_http_script_path(const char *script_name, char *out, size_t n);
+/*
+ * Check each comma-separated entry of list (trimmed) with ok: 0, or -1 with
+ * the first bad entry copied into bad.  The entry checks below are those
+ * of DQ_TRUSTED_PROXY, CORS_ORIGINS and API_KEY.
+ */
+int dq_http_list_check(const char *list, int (*ok)(const char *, size_t),
+    char *bad, size_t n);
+int dq_http_proxy_entry_ok(const char *, size_t);
+int dq_http_origin_entry_ok(const char *, size_t);
+int dq_http_key_entry_ok(const char *, size_t);
+/*
+ * Read and throw away up to want bytes (want < 0: to the end) from fd,
+ * until deadline_ms (dq_now_ms's clock).  Returns the bytes read; *eof
+ * when the end was reached.
+ */
+long long dq_http_discard(int fd, long long want, int64_t deadline_ms, int *eof);
 
 /* multipart.c: a streaming multipart/form-data parser. */
 struct dq_multipart {
@@ -96,6 +120,7 @@ int dq_ratelimit_take(const char *dir, const char *id, long per_minute,
 /* ingest.c: one request, start to answer. */
 struct dq_request {
 	const char *method, *path_info, *query, *content_type, *content_length;
+	const char *script_name;		/* the mount point, for Location */
 	const char *remote_addr, *forwarded_for, *origin;
 	const char *api_key, *authorization, *idempotency_key;
 	dq_read_fn read;
@@ -118,6 +143,9 @@ struct dq_ingest {
 	const char *tmpdir;		/* where request bodies are spooled */
 };
 void dq_ingest_handle(struct dq_ingest *, const struct dq_request *, struct dq_response *);
+/* The ingest settings requests depend on (--check): 0, or -1 with err
+ * (78).  Looks only: creates nothing. */
+int dq_ingest_check(struct dq_err *err);
 void dq_response_free(struct dq_response *);
 void dq_ingest_close(struct dq_ingest *);
 const char *dq_http_reason(int status);

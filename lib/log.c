@@ -18,6 +18,7 @@
 
 static int log_ready, log_json, log_min = DQ_INFO;
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static void (*log_sink)(const char *line);
 static const char *level_names[] = { "DEBUG", "INFO", "WARNING", "ERROR" };
 
 static void
@@ -91,10 +92,22 @@ dq_log(enum dq_level lv, const char *event, json_t *ctx, const char *fmt, ...)
 	if (!line)
 		return;
 	pthread_mutex_lock(&log_mu);
-	fprintf(stderr, "%s\n", line);
-	fflush(stderr);
+	if (log_sink)
+		log_sink(line);
+	else {
+		fprintf(stderr, "%s\n", line);
+		fflush(stderr);
+	}
 	pthread_mutex_unlock(&log_mu);
 	free(line);
+}
+
+void
+dq_log_sink(void (*fn)(const char *line))
+{
+	pthread_mutex_lock(&log_mu);
+	log_sink = fn;
+	pthread_mutex_unlock(&log_mu);
 }
 
 void
