@@ -812,11 +812,11 @@ dq_ingest_close(struct dq_ingest *in)
 }
 
 /*
- * A directory requests write in: a writable directory, or one that the
- * first request can create (its nearest existing parent is writable).
+ * A directory requests write in: a writable directory, or, when they
+ * create it (creatable), one whose nearest existing parent is writable.
  */
 static int
-writable_dir(const char *name, const char *dir, struct dq_err *err)
+writable_dir(const char *name, const char *dir, int creatable, struct dq_err *err)
 {
 	char path[4096], *slash;
 	struct stat st;
@@ -825,7 +825,7 @@ writable_dir(const char *name, const char *dir, struct dq_err *err)
 	if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
 		why = strerror(ENAMETOOLONG);
 	while (why == NULL && stat(path, &st) < 0) {
-		if (errno != ENOENT || (slash = strrchr(path, '/')) == NULL)
+		if (errno != ENOENT || !creatable || (slash = strrchr(path, '/')) == NULL)
 			why = strerror(errno);
 		else if (slash == path)
 			path[1] = '\0';
@@ -877,7 +877,7 @@ dq_ingest_check(struct dq_err *err)
 		}
 		dq_log(DQ_WARNING, "config", NULL, "DQ_STATE_DIR is not set: requests "
 		    "with an Idempotency-Key will be answered 500");
-	} else if (writable_dir("DQ_STATE_DIR", dq_cfg.state_dir, err) < 0)
+	} else if (writable_dir("DQ_STATE_DIR", dq_cfg.state_dir, 1, err) < 0)
 		return -1;
-	return writable_dir("TMPDIR", tmp && *tmp ? tmp : "/tmp", err);
+	return writable_dir("TMPDIR", tmp && *tmp ? tmp : "/tmp", 0, err);
 }
