@@ -5,8 +5,6 @@
 load helpers
 load ingest
 
-MAN="$DQ_TOP/man/dq-ingest.1"
-
 setup() {
 	ingest_env
 	cd "$BATS_TEST_TMPDIR"
@@ -18,32 +16,13 @@ teardown() {
 	ingest_teardown
 }
 
-# example N: the Nth literal block of EXAMPLES, as plain text.
-example() {
-	sed -n '/^\.Sh EXAMPLES/,/^\.Sh /p' "$MAN" |
-		awk -v n="$1" '/^\.Bd -literal/ { b++; in_block = 1; next } /^\.Ed/ { in_block = 0; next }
-			in_block && b == n' |
-		sed 's/\\e/\\/g; s/\\&//g'
-}
-
-# The block whose first line contains TEXT.
-example_with() {
-	local i
-	for i in $(seq 12); do
-		if example "$i" | head -1 | grep -qF -- "$1"; then
-			example "$i"
-			return 0
-		fi
-	done
-	return 1
-}
-
 # A lighttpd example with this test's paths.
 server_example() {
 	{
 		echo 'server.modules = ()'
 		example_with "$1" | sed "s#/usr/local/libexec/dq/ingest.cgi#$INGEST_CGI#; s#/etc/dq/env#$INGEST_ENV#;
-			s#/run/lighttpd/dq-ingest.sock#$BATS_TEST_TMPDIR/fcgi.sock#; s#\"max-procs\" => 4#\"max-procs\" => 1#"
+			s#/run/lighttpd/dq-ingest.sock#$BATS_TEST_TMPDIR/fcgi.sock#;
+			s#/var/log/lighttpd/dq-ingest.log#$BATS_TEST_TMPDIR/lighttpd/error.log#; s#\"max-procs\" => 4#\"max-procs\" => 1#"
 	} >"$BATS_TEST_TMPDIR/example.conf"
 	echo "$BATS_TEST_TMPDIR/example.conf"
 }

@@ -204,3 +204,25 @@ ingest_teardown() {
 	fi
 	lighttpd_stop
 }
+
+# example N: the Nth literal block of dq-ingest(1)'s EXAMPLES, as plain text.
+example() {
+	sed -n '/^\.Sh EXAMPLES/,/^\.Sh /p' "$DQ_TOP/man/dq-ingest.1" |
+		awk -v n="$1" '/^\.Bd -literal/ { b++; in_block = 1; next } /^\.Ed/ { in_block = 0; next }
+			in_block && b == n' |
+		sed 's/\\e/\\/g; s/\\&//g'
+}
+
+# example_with TEXT: the block whose first line contains TEXT.
+example_with() {
+	local i n
+	n=$(grep -c '^\.Bd -literal' "$DQ_TOP/man/dq-ingest.1")
+	for i in $(seq "$n"); do
+		if example "$i" | head -1 | grep -qF -- "$1"; then
+			example "$i"
+			return 0
+		fi
+	done
+	echo "dq-ingest(1) has no example starting with $1" >&2
+	return 1
+}
