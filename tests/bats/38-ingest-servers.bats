@@ -374,3 +374,33 @@ serves() {
 	start apache /cgi-bin/ingest.cgi
 	serves /cgi-bin/ingest.cgi "$SRV/error.log"
 }
+
+@test "tools/deps.sh installs the servers with their services kept from starting, and leaves nothing behind" {
+	local fake=$BATS_TEST_TMPDIR/fake log=$BATS_TEST_TMPDIR/apt.log
+	mkdir -p "$fake"
+	# nothing installed, run as root; apt-get asks the policy as a
+	# package's maintainer script would before starting its service
+	printf '#!/bin/sh\nexit 1\n' >"$fake/dpkg-query"
+	printf '#!/bin/sh\necho 0\n' >"$fake/id"
+	cat >"$fake/apt-get" <<-EOF
+	#!/bin/sh
+	echo "apt-get \$*" >>"$log"
+	if [ -x "\$DQ_POLICY_RC_D" ]; then "\$DQ_POLICY_RC_D" nginx start; echo "policy \$?" >>"$log"; fi
+	EOF
+	chmod +x "$fake"/*
+	export DQ_POLICY_RC_D=$BATS_TEST_TMPDIR/policy-rc.d
+	run --separate-stderr env PATH="$fake:$PATH" sh "$DQ_TOP/tools/deps.sh" test
+	assert_success
+	run grep -c '^apt-get install .* nginx fcgiwrap apache2 spawn-fcgi ' "$log"
+	assert_output 1
+	assert_equal "$(grep -c '^policy 101$' "$log")" 2
+	[ ! -e "$DQ_POLICY_RC_D" ]
+	# a policy the machine has already is used and left as it was
+	printf '#!/bin/sh\nexit 104\n' >"$DQ_POLICY_RC_D"
+	chmod +x "$DQ_POLICY_RC_D"
+	: >"$log"
+	run --separate-stderr env PATH="$fake:$PATH" sh "$DQ_TOP/tools/deps.sh" test
+	assert_success
+	assert_equal "$(grep -c '^policy 104$' "$log")" 2
+	assert_equal "$(cat "$DQ_POLICY_RC_D")" "$(printf '#!/bin/sh\nexit 104')"
+}
