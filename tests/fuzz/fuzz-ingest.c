@@ -86,6 +86,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	c = dq_http_credential(cred, xff, &clen);
 	dq_http_auth("camera:s3cret, bare, ops:", c, clen, name, sizeof name);
 	dq_http_auth(query, c, clen, name, sizeof name);
+	{
+		/* SCRIPT_NAME into a Location: never a CR, LF or space */
+		char mount[256], bad[32];
+
+		if (dq_http_script_path(query, mount, sizeof mount) == 0 &&
+		    strpbrk(mount, "\r\n \"<>") != NULL)
+			abort();
+		dq_http_list_check(xff, dq_http_origin_entry_ok, bad, sizeof bad);
+		dq_http_list_check(cred, dq_http_proxy_entry_ok, bad, sizeof bad);
+		dq_http_list_check(query, dq_http_key_entry_ok, NULL, 0);
+	}
 	for (const char *k = "product_sku\0facility\0metadata\0"; *k; k += strlen(k) + 1) {
 		if (dq_http_query(query, k, 4096, &v, &vlen) == 1) {
 			json_t *j = dq_extra_parse(v, vlen, &err);
