@@ -205,6 +205,20 @@ request_log() {
 	assert_nothing_stored
 }
 
+@test "a 405 and a 429 as CGI read and throw away the body too" {
+	ingest_env RATE_LIMIT_PER_IP=1
+	run --separate-stderr piped 300000 PUT /ingest HTTP_X_API_KEY="$API_KEY_CAM" CONTENT_TYPE=image/jpeg \
+		QUERY_STRING="$Q" CONTENT_LENGTH=300000
+	assert_equal "$(cgi_status <<<"$output")" 405
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/writer")" 0
+	run --separate-stderr piped 300000 POST /ingest HTTP_X_API_KEY="$API_KEY_CAM" CONTENT_TYPE=image/jpeg \
+		QUERY_STRING="$Q" CONTENT_LENGTH=300000
+	assert_equal "$(cgi_status <<<"$output")" 429
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/writer")" 0
+	assert_equal "$(request_log body_discarded)" 300000
+	assert_nothing_stored
+}
+
 @test "a refusal after part of the body was read throws away the rest: an image part over the limit" {
 	ingest_env DQ_MAX_IMAGE_BYTES=100000
 	local n

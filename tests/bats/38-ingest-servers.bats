@@ -346,6 +346,26 @@ serves() {
 	for pid in $(cat "$SRV/spawn.pids"); do kill -0 "$pid"; done
 }
 
+@test "spawn-fcgi: a configuration error is logged with every request, where the server logs it" {
+	ingest_env DQ_MAX_IMAGE_BYTES=lots TMPDIR="$SRV/tmp"
+	[ "$(id -u)" -ne 0 ] || chown nobody "$INGEST_ENV"
+	spawn_fcgi
+	recipe '# nginx, FastCGI responders' >/dev/null
+	start nginx /api/v1
+	run ask -H "X-API-Key: $API_KEY_CAM" "$BASE/images/0b8f3c52-6a55-4bd6-9a6e-3b1f7d2c9e10"
+	is 500 internal
+	run ask -H "X-API-Key: $API_KEY_CAM" "$BASE/images/0b8f3c52-6a55-4bd6-9a6e-3b1f7d2c9e10"
+	is 500 internal
+	wait_for 5 count_is 2 config_lines
+	grep -ao '{"ts".*}' "$SRV/error.log" | jq -r 'select(.event == "config") | .msg' | sort -u >"$BATS_TEST_TMPDIR/why"
+	assert_equal "$(wc -l <"$BATS_TEST_TMPDIR/why")" 1
+	assert_regex "$(cat "$BATS_TEST_TMPDIR/why")" '^DQ_MAX_IMAGE_BYTES=lots: '
+}
+
+config_lines() {
+	grep -ao '{"ts".*}' "$SRV/error.log" | jq -c 'select(.event == "config")' | wc -l
+}
+
 @test "the manual's Apache mod_cgid recipe: log lines in the ErrorLog" {
 	recipe 'LoadModule cgid_module' >/dev/null
 	start apache /api/v1
