@@ -56,6 +56,9 @@ read_body(void *buf, size_t n, void *arg)
  * at most DISCARD_MAX bytes (a larger rest is not read at all) and
  * DQ_INGEST_DRAIN_MS; past either, the answer goes out anyway.  A chunked
  * body (Apache passes no CONTENT_LENGTH for it) is read to its end.
+ * As FastCGI nothing is read: libfcgi ends the request (FCGX_Finish_r)
+ * without the rest of its stdin, and nginx, lighttpd and Apache's
+ * mod_proxy_fcgi take the answer all the same (38-ingest-servers.bats).
  */
 static json_t *
 discard_rest(struct body *b, const struct dq_request *q)
@@ -78,7 +81,7 @@ discard_rest(struct body *b, const struct dq_request *q)
 		return json_pack("{s:b}", "body_unread", 1);
 	got = dq_http_discard(0, want < 0 ? DISCARD_MAX : want,
 	    dq_now_ms() + (int64_t)dq_cfg.ingest_drain_ms, &eof);
-	if (want < 0 ? eof : got == want || eof)
+	if (want < 0 ? eof : (got == want || eof))
 		return got ? json_pack("{s:I}", "body_discarded", (json_int_t)got) : NULL;
 	return json_pack("{s:I,s:b}", "body_discarded", (json_int_t)got, "body_unread", 1);
 }
