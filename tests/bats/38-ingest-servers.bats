@@ -379,6 +379,17 @@ config_lines() {
 	serves /api/v1 "$SRV/error.log"
 }
 
+@test "mod_proxy_fcgi without the page's ProxyFCGISetEnvIf lines: every request is 404, as the page warns" {
+	spawn_fcgi
+	recipe '# Apache, FastCGI responders' | grep -v ProxyFCGISetEnvIf >"$SRV/recipe.without"
+	mv "$SRV/recipe.without" "$SRV/recipe"
+	start apache /api/v1
+	run ask -H "X-API-Key: $API_KEY_CAM" -H 'Content-Type: image/png' \
+		--data-binary "@$BATS_FILE_TMPDIR/small.png" "$BASE/ingest?$Q"
+	is 404 not_found
+	assert_equal "$(request_lines "$SRV/error.log" | jq -r .path)" ""
+}
+
 @test "Apache serving CGI only under /cgi-bin/ (Debian's serve-cgi-bin.conf): Location follows" {
 	mkdir -p "$SRV/cgi-bin"
 	cp "$INGEST_CGI" "$SRV/cgi-bin/ingest.cgi"
