@@ -55,9 +55,16 @@ server_user_setup() {
 		d=$(dirname "$d")
 	done
 	mkdir -p "$DQ_LOCAL_DIR" "$DQ_STATE_DIR"
+	if ! "${SERVER_AS[@]}" test -x "$INGEST_CGI" -a -x "$DQ_BUILD/bin/dq-ingest"; then
+		# a checkout nobody can reach (under /root, say): serve copies
+		mkdir -p "$SRV/bin"
+		cp "$INGEST_CGI" "$DQ_BUILD/bin/dq-ingest" "$SRV/bin/"
+		INGEST_CGI=$SRV/bin/ingest.cgi
+		sed -i "s#^DQ_INGEST=.*#DQ_INGEST=$SRV/bin/dq-ingest#" "$INGEST_ENV"
+	fi
 	chown -R nobody "$SRV" "$DQ_LOCAL_DIR" "$DQ_STATE_DIR" "$INGEST_ENV"
-	"${SERVER_AS[@]}" test -x "$INGEST_CGI" -a -x "$DQ_BUILD/bin/dq-ingest" ||
-		fail "nobody cannot run $INGEST_CGI or $DQ_BUILD/bin/dq-ingest"
+	"${SERVER_AS[@]}" test -x "$INGEST_CGI" -a -x "$(sed -n 's/^DQ_INGEST=//p' "$INGEST_ENV")" ||
+		fail "nobody cannot run $INGEST_CGI or the dq-ingest it names"
 }
 
 # spawn COMMAND...: start a server process in the background, unprivileged,
