@@ -60,11 +60,17 @@ server_user_setup() {
 		mkdir -p "$SRV/bin"
 		cp "$INGEST_CGI" "$DQ_BUILD/bin/dq-ingest" "$SRV/bin/"
 		INGEST_CGI=$SRV/bin/ingest.cgi
-		sed -i "s#^DQ_INGEST=.*#DQ_INGEST=$SRV/bin/dq-ingest#" "$INGEST_ENV"
 	fi
+	served_binary
 	chown -R nobody "$SRV" "$DQ_LOCAL_DIR" "$DQ_STATE_DIR" "$INGEST_ENV"
 	"${SERVER_AS[@]}" test -x "$INGEST_CGI" -a -x "$(sed -n 's/^DQ_INGEST=//p' "$INGEST_ENV")" ||
 		fail "nobody cannot run $INGEST_CGI or the dq-ingest it names"
+}
+
+# served_binary: the environment file names the dq-ingest the servers run
+# (a copy when the checkout is out of their reach); after each ingest_env.
+served_binary() {
+	[ ! -x "$SRV/bin/dq-ingest" ] || sed -i "s#^DQ_INGEST=.*#DQ_INGEST=$SRV/bin/dq-ingest#" "$INGEST_ENV"
 }
 
 # spawn COMMAND...: start a server process in the background, unprivileged,
@@ -355,6 +361,7 @@ serves() {
 
 @test "spawn-fcgi: a configuration error is logged with every request, where the server logs it" {
 	ingest_env DQ_MAX_IMAGE_BYTES=lots TMPDIR="$SRV/tmp"
+	served_binary
 	[ "$(id -u)" -ne 0 ] || chown nobody "$INGEST_ENV"
 	spawn_fcgi
 	recipe '# nginx, FastCGI responders' >/dev/null
