@@ -76,15 +76,17 @@ struct region {
 	long area, strong;
 	double sumz, peakz;
 	long dark, bright, outline, fg, missing, added;
-	double sx, sy, sxx, syy, sxy, warm;
+	double sx, sy, sxx, syy, sxy;
+	double zl2, zc2;		/* summed squares of luma and chroma z */
+	double dl, da, db;		/* summed differences: luma, chroma a and b */
 	double depart;			/* farthest changed pixel from the outline */
 	double bx0, by0, bx1, by1;	/* in the image's working grid */
 	int x0, y0, x1, y1;		/* in the template grid, for merging */
 	long box[4];
 	double score, ratio;		/* ratio: mean |z| beyond k, over k */
 	long offset_px;			/* how far the edge moved, image px */
-	const char *type, *where;
-	int severity;
+	const char *type, *where, *what, *hue;
+	int severity, colour;
 };
 
 static const char *sev_name[] = { "none", "minor", "major", "critical" };
@@ -109,13 +111,37 @@ uf_find(int *par, int i)
 	return i;
 }
 
+/* A hue name for a chroma direction (degrees of CIELAB's hue angle). */
+static const struct { double upto; const char *name; } hues[] = {
+	{ -150, "greenish blue" }, { -100, "bluish" }, { -30, "purplish" },
+	{ 20, "reddish" }, { 85, "orange-brown" }, { 110, "yellowish" },
+	{ 180, "greenish" },
+};
+
+static const char *
+hue_name(double deg)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof hues / sizeof hues[0]; i++)
+		if (deg < hues[i].upto)
+			return hues[i].name;
+	return "greenish blue";
+}
+
+/*
+ * Name a region from itself: where it lies against the part's outline,
+ * its shape, the sign and strength of its contrast, its colour.  Then its
+ * severity from its size and contrast against the SKU's tolerances.  The
+ * rules are those of dq-reference(7).
+ */
 static void
 classify(const struct dq_refmodel *m, struct region *r)
 {
+	const struct dq_refparams *pr = &m->pr;
 	double n = (double)r->area, l1, l2, tr, det, cxx, cyy, cxy, px, py, elong;
-	double afrac, ratio = r->ratio;
-	int on_outline = r->outline >= 0.15 * n, on_part = r->fg >= 0.5 * n;
-	int at_tip;
+	double afrac, ratio = r->ratio, hue, chroma;
+	int edge, on_part = r->fg >= 0.5 * n, at_tip, warm, dark, bright, big;
 
 	cxx = r->sxx / n - (r->sx / n) * (r->sx / n);
 	cyy = r->syy / n - (r->sy / n) * (r->sy / n);
@@ -128,31 +154,66 @@ classify(const struct dq_refmodel *m, struct region *r)
 	px = r->sx / n - m->ax_cx;
 	py = r->sy / n - m->ax_cy;
 	at_tip = fabs(px * m->ax_ex + py * m->ax_ey - m->tip_end) < 0.15 * m->tip_len;
-	if (on_outline) {
+	afrac = m->part_area > 0 ? 100 * n / m->part_area : 100;
+	/* colour: the chroma carries at least half of the difference */
+	r->colour = r->zc2 >= r->zl2 && r->zc2 > 0;
+	hue = atan2(r->db, r->da) * 180 / M_PI;
+	chroma = hypot(r->da, r->db) / n;
+	warm = hue >= 20 && hue < 85;
+	r->hue = chroma >= 3 ? hue_name(hue) : NULL;
+	dark = r->dark >= 0.6 * n;
+	bright = r->bright >= 0.6 * n;
+	big = afrac >= 1;
+	/*
+	 * An edge defect changes where the part ends: part became background
+	 * or background part.  Texture inside the part near its outline does
+	 * not make one.
+	 */
+	edge = r->missing + r->added >= 0.15 * n ||
+	    (r->outline >= 0.5 * n && !(on_part && elong >= 5));
+	r->what = NULL;
+	if (edge) {
 		if (at_tip && r->missing >= 0.15 * n && r->added >= 0.15 * n)
 			r->type = "bend";
 		else if (r->missing >= 0.7 * n && elong < 4)
 			r->type = "chip";
+		else if (r->added >= 0.7 * n && elong < 4)
+			r->type = "burr";
 		else
 			r->type = "edge_irregularity";
 		r->where = at_tip ? "on the outline near the tip" : "on the outline";
 	} else if (on_part) {
-		if (elong >= 5)
+		r->where = at_tip ? "on the part near the tip" : "on the part";
+		if (r->colour || (dark && warm && chroma >= 12)) {
+			if (warm)
+				r->type = "rust";
+			else if (big || ratio < 1.6)
+				r->type = "discoloration";
+			else {
+				r->type = "contamination";
+				r->what = "a spot of foreign colour";
+			}
+		} else if (elong >= 5) {
 			r->type = "scratch";
-		else if (r->dark > r->bright && r->warm / n >= 12)
-			r->type = "rust";
-		else
+			r->what = "a thin line";
+		} else if (big || ratio < 1.6) {
 			r->type = "discoloration";
-		r->where = "on the part";
+		} else if (dark) {
+			r->type = "chip";
+			r->what = "a pit";
+		} else {
+			r->type = "other";
+			r->what = bright ? "a bright spot (a dent?)" : "a dent";
+		}
 	} else {
 		r->type = "other";
 		r->where = "outside the part";
 	}
-	/* severity: documented in dq-reference(7) */
-	afrac = m->part_area > 0 ? n / m->part_area : 1;
-	if (afrac >= 0.02 || (afrac >= 0.005 && ratio >= 8))
+	/* severity: size and contrast against the SKU's tolerances */
+	if (afrac >= pr->critical_area ||
+	    (afrac >= pr->major_area && ratio >= pr->critical_ratio))
 		r->severity = 3;
-	else if (afrac >= 0.003 || on_outline || ratio >= 4)
+	else if (afrac >= pr->major_area || ratio >= pr->major_ratio)
 		r->severity = 2;
 	else
 		r->severity = 1;
@@ -301,12 +362,13 @@ find_regions(const struct dq_refmodel *m, const float *z, int *lab, double *cand
  */
 static struct region *
 describe_regions(const struct dq_refmodel *m, const float *z, const int *lab,
-    int nkeep, const struct dq_plane *Iw, const struct dq_plane *Ww,
-    const struct dq_warp *w, long ow, long oh)
+    int nkeep, const struct dq_plane *Iw, const struct dq_plane *Aw,
+    const struct dq_plane *Bw, const struct dq_warp *w, long ow, long oh)
 {
 	struct region *rg = dq_xcalloc(nkeep + 1, sizeof *rg);
 	double cth = cos(w->th), sth = sin(w->th), cx = m->W / 2.0, cy = m->H / 2.0;
 	double sx = (double)ow / m->W, sy = (double)oh / m->H;
+	double cw2 = m->pr.chroma_weight * m->pr.chroma_weight;
 	int x, y, i;
 
 	for (i = 0; i < nkeep; i++) {
@@ -317,7 +379,7 @@ describe_regions(const struct dq_refmodel *m, const float *z, const int *lab,
 		for (x = 0; x < m->W; x++) {
 			size_t o = (size_t)y * m->W + x;
 			struct region *c;
-			double ix, iy, ib, mb;
+			double ix, iy, ib, mb, zl, za, zb, zc2;
 
 			if (lab[o] < 0)
 				continue;
@@ -328,14 +390,25 @@ describe_regions(const struct dq_refmodel *m, const float *z, const int *lab,
 				c->sumz += fabsf(z[o]);
 			}
 			c->peakz = fmax(c->peakz, fabsf(z[o]));
-			c->dark += z[o] < 0;
-			c->bright += z[o] > 0;
+			zl = (Iw->p[o] - m->mean[o]) / m->sd[o];
+			za = (Aw->p[o] - m->ma[o]) / m->sa[o];
+			zb = (Bw->p[o] - m->mb[o]) / m->sb[o];
+			zc2 = cw2 * (za * za + zb * zb);
+			c->zl2 += zl * zl;
+			c->zc2 += zc2;
+			c->dl += Iw->p[o] - m->mean[o];
+			c->da += Aw->p[o] - m->ma[o];
+			c->db += Bw->p[o] - m->mb[o];
+			/* polarity is luma's, where luma changed */
+			c->dark += zl <= -m->pr.k_low;
+			c->bright += zl >= m->pr.k_low;
 			c->outline += m->outline[o];
-			c->fg += m->fg[o];
+			c->fg += m->solid[o];
 			/* material missing (part become background) or added */
 			ib = fabs(Iw->p[o] - m->bg);
 			mb = fabs(m->mean[o] - m->bg);
-			if (m->fg[o] && ib < 0.5 * mb) {
+			/* (a strong change of colour is the part discoloured, not gone) */
+			if (m->fg[o] && ib < 0.5 * mb && zc2 < m->pr.k * m->pr.k) {
 				c->missing++;
 				c->depart = fmax(c->depart, m->odist[o]);
 			}
@@ -343,7 +416,6 @@ describe_regions(const struct dq_refmodel *m, const float *z, const int *lab,
 				c->added++;
 				c->depart = fmax(c->depart, m->odist[o]);
 			}
-			c->warm += Ww->p[o] - m->warm[o];
 			c->sx += x;
 			c->sy += y;
 			c->sxx += (double)x * x;
@@ -391,7 +463,8 @@ findings_json(const struct dq_refmodel *m, const struct region *rg, int nkeep, d
 	char desc[512];
 	int i, o, sev = 0;
 	double margin;
-	const char *pol;
+	const char *lum, *hue;
+	char pol[64], where[128];
 
 	for (i = 0; i < nkeep; i++)
 		json_array_append_new(boxes, json_pack("{s:I, s:I, s:I, s:I}",
@@ -405,16 +478,23 @@ findings_json(const struct dq_refmodel *m, const struct region *rg, int nkeep, d
 		    "bounding_boxes", boxes);
 	for (i = 0; i < nkeep; i++)
 		sev = rg[i].severity > sev ? rg[i].severity : sev;
-	pol = t->dark >= 0.8 * t->area ? "dark" :
-	    t->bright >= 0.8 * t->area ? "bright" : "dark and bright";
+	lum = t->dark >= 0.7 * t->area ? "dark" : t->bright >= 0.7 * t->area ? "bright" :
+	    t->dark + t->bright >= 0.3 * t->area ? "dark and bright" : NULL;
+	hue = t->colour ? t->hue : NULL;
+	snprintf(pol, sizeof pol, "%s%s%s", lum ? lum : hue ? "" : "faint",
+	    lum && hue ? ", " : "", hue ? hue : "");
+	if (t->what)
+		snprintf(where, sizeof where, "%s (%s)", t->where, t->what);
+	else
+		snprintf(where, sizeof where, "%s", t->where);
 	if (t->offset_px > 0)
 		o = snprintf(desc, sizeof desc, "%s region %ld\xc3\x97%ld px %s, "
 		    "the edge up to %ld px from where it belongs, %.1f\xc3\x97 the threshold",
-		    pol, t->box[2], t->box[3], t->where, t->offset_px, dq_round(t->ratio, 1));
+		    pol, t->box[2], t->box[3], where, t->offset_px, dq_round(t->ratio, 1));
 	else
 		o = snprintf(desc, sizeof desc, "%s region %ld\xc3\x97%ld px %s, "
 		    "%.1f\xc3\x97 the threshold",
-		    pol, t->box[2], t->box[3], t->where, dq_round(t->ratio, 1));
+		    pol, t->box[2], t->box[3], where, dq_round(t->ratio, 1));
 	if (nkeep > 1 && o > 0 && (size_t)o < sizeof desc)
 		snprintf(desc + o, sizeof desc - o, "; %d more region%s", nkeep - 1,
 		    nkeep > 2 ? "s" : "");
@@ -461,7 +541,7 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
 	struct refan *ra = an->priv;
 	struct dq_refmodel *m;
 	struct dq_raster r;
-	struct dq_plane I, Wm, Iw, Ww;
+	struct dq_plane I, A, B, Iw, Aw, Bw;
 	struct dq_warp w;
 	struct region *rg;
 	float *z;
@@ -485,31 +565,47 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
 		return -1;
 	}
 	/* to the grid, registered, on the template's scale */
-	dq_to_grid(&r, m->W, m->H, &I, &Wm);
+	dq_to_grid(&r, m->W, m->H, &I, &A, &B);
 	w = dq_register(m->lv, &I);
 	Iw = dq_plane_new(m->W, m->H);
-	Ww = dq_plane_new(m->W, m->H);
+	Aw = dq_plane_new(m->W, m->H);
+	Bw = dq_plane_new(m->W, m->H);
 	dq_warp_apply(&I, &w, 0, 0, 0, &Iw, w.a, w.b);
-	dq_warp_apply(&Wm, &w, 0, 0, 0, &Ww, w.a, 0);
+	dq_warp_apply(&A, &w, 0, 0, 0, &Aw, w.a, 0);
+	dq_warp_apply(&B, &w, 0, 0, 0, &Bw, w.a, 0);
 	dq_plane_free(&I);
-	dq_plane_free(&Wm);
-	/* compare */
+	dq_plane_free(&A);
+	dq_plane_free(&B);
+	/*
+	 * compare: luma and chroma in tolerances, one distance; its sign is
+	 * luma's (dark or bright), its size what the eye would see
+	 */
 	n = (size_t)m->W * m->H;
 	z = dq_xmalloc(n * sizeof(float));
-	for (p = 0; p < n; p++) {
-		z[p] = (Iw.p[p] - m->mean[p]) / m->sd[p];
-		zmax = fmax(zmax, fabsf(z[p]));
+	{
+		float cw2 = (float)(m->pr.chroma_weight * m->pr.chroma_weight);
+
+		for (p = 0; p < n; p++) {
+			float zl = (Iw.p[p] - m->mean[p]) / m->sd[p];
+			float za = (Aw.p[p] - m->ma[p]) / m->sa[p];
+			float zb = (Bw.p[p] - m->mb[p]) / m->sb[p];
+			float zz = sqrtf(zl * zl + cw2 * (za * za + zb * zb));
+
+			z[p] = zl < 0 ? -zz : zz;
+			zmax = fmax(zmax, zz);
+		}
 	}
 	lab = dq_xmalloc(n * sizeof(int));
 	nkeep = find_regions(m, z, lab, &cand);
-	rg = describe_regions(m, z, lab, nkeep, &Iw, &Ww, &w, r.orig_w, r.orig_h);
+	rg = describe_regions(m, z, lab, nkeep, &Iw, &Aw, &Bw, &w, r.orig_w, r.orig_h);
 	out->findings = findings_json(m, rg, nkeep, cand);
 	out->analysis = analysis_json(m, sku, rg, nkeep, &w,
 	    (double)r.orig_w / m->W, (double)r.orig_h / m->H, zmax);
 	snprintf(out->model_version, sizeof out->model_version, "%s", DQ_REFAN_ALGO);
 	dq_raster_free(&r);
 	dq_plane_free(&Iw);
-	dq_plane_free(&Ww);
+	dq_plane_free(&Aw);
+	dq_plane_free(&Bw);
 	free(z);
 	free(lab);
 	free(rg);

@@ -55,9 +55,16 @@ struct dq_warp {
 
 struct dq_plane dq_plane_new(int w, int h);	/* zeroed */
 void dq_plane_free(struct dq_plane *);
-/* A decoded RGB (or gray) raster to the W x H grid: luma and R - B. */
+/*
+ * A decoded RGB (or gray) raster to the W x H grid: luma and two chroma
+ * planes, CIELAB's a* and b* linearised at neutral grey and scaled to luma
+ * levels, so that a colour change and a brightness change of the same
+ * visibility differ by the same amount (dq-reference(7)).  A gray raster
+ * has zero chroma.
+ */
 void dq_to_grid(const struct dq_raster *, int W, int H, struct dq_plane *gray,
-    struct dq_plane *warm);
+    struct dq_plane *ca, struct dq_plane *cb);
+#define DQ_LAB_PER_LEVEL 0.39	/* CIELAB units per luma level, mid grey */
 void dq_pyramid_make(struct dq_pyrlevel lv[DQ_NLEV], const struct dq_plane *T0);
 void dq_pyramid_free(struct dq_pyrlevel lv[DQ_NLEV]);
 /* Register an image (on the level-0 grid) to a template pyramid. */
@@ -75,10 +82,11 @@ void dq_mask_filter(unsigned char *m, int w, int h, int r, int dilate);
 void dq_float_maxbox(float *p, int w, int h);
 
 /* refan_model.c: the model of one SKU. */
-#define DQ_REFAN_ALGO "dq-reference-1"	/* model_version, and in the cache key */
+#define DQ_REFAN_ALGO "dq-reference-2"	/* model_version, and in the cache key */
 
 struct dq_refparams {
-	double k, k_low, jitter_px, jitter_deg;
+	double k, k_low, jitter_px, jitter_deg, chroma_weight;
+	double major_area, critical_area, major_ratio, critical_ratio;
 	int min_area, merge_gap, outline_px, working_size;
 };
 
@@ -88,8 +96,11 @@ struct dq_refmodel {
 	struct dq_refparams pr;
 	int W, H, nimg;
 	long ref_w, ref_h;
-	float *mean, *sd, *warm;
-	unsigned char *fg, *outline;
+	float *mean, *sd;	/* luma: template and tolerance */
+	float *ma, *mb, *sa, *sb;	/* chroma: templates and tolerances */
+	unsigned char *fg;	/* differs from the background */
+	unsigned char *solid;	/* the part: fg with its holes filled */
+	unsigned char *outline;	/* the band around the solid's outline */
 	float *odist;		/* distance to the part's outline, grid px */
 	double bg, part_area;
 	double ax_cx, ax_cy, ax_ex, ax_ey, tip_end, tip_len;
@@ -99,11 +110,21 @@ struct dq_refmodel {
 
 /*
  * Load from cachedir (may be NULL) or build from refdir/sku, writing the
- * cache.  Errors: record no_reference; system reference_unreadable,
+ * cache; a cache file that fails its checksum is rebuilt (logged).
+ * Errors: record no_reference; system reference_unreadable,
  * bad_reference, bad_thresholds (78).
  */
 struct dq_refmodel *dq_refmodel_get(const char *refdir, const char *cachedir,
     const char *sku, struct dq_err *);
 void dq_refmodel_free(struct dq_refmodel *);
+/*
+ * Whether refdir is a usable reference directory: a readable directory
+ * holding at least one SKU directory with an image in it.  0, or -1 with
+ * a system error (78, reference_unreadable or no_references) saying what
+ * was found and what is expected.  Creates nothing.
+ */
+int dq_refdir_check(const char *refdir, struct dq_err *);
+/* Whether the cache directory can be written (or created): 0, or -1 (78). */
+int dq_cachedir_check(const char *cachedir, struct dq_err *);
 
 #endif

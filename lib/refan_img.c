@@ -150,57 +150,99 @@ wtab_free(struct wtab *t)
 
 /*
  * From a decoded RGB raster to the working grid: gray (Rec. 601 luma) and
- * "warm" (R - B, what tells rust from a shadow).
+ * two chroma planes.  The chroma rows are the Jacobian of CIELAB's a* and
+ * b* at neutral grey, divided by that of L*: near grey (steel, the usual
+ * background) a step of one in either is as visible as a step of one
+ * level of luma, whatever the grey, since L*, a* and b* all follow the
+ * same cube root there.  Each row sums to zero, so gray has no chroma.
  */
+static const float chroma_a[3] = { 0.954f, -1.461f, 0.507f };
+
+/*
+ * Separable 3x3 mean, in place.  Chroma gets it: cameras (demosaicing)
+ * and JPEG (4:2:0, coarser quantisation) keep less colour detail than
+ * luma detail, and comparing what they do not keep would flag noise.
+ */
+static void
+box3(struct dq_plane *pl)
+{
+	int w = pl->w, h = pl->h, x, y;
+	float *t = dq_xmalloc(sizeof(float) * w * h), *p = pl->p;
+
+	for (y = 0; y < h; y++) {
+		const float *r = p + (size_t)y * w;
+
+		for (x = 0; x < w; x++)
+			t[(size_t)y * w + x] = (r[x > 0 ? x - 1 : 0] + r[x] +
+			    r[x < w - 1 ? x + 1 : w - 1]) / 3;
+	}
+	for (y = 0; y < h; y++) {
+		const float *u = t + (size_t)(y > 0 ? y - 1 : 0) * w, *c = t + (size_t)y * w;
+		const float *d = t + (size_t)(y < h - 1 ? y + 1 : h - 1) * w;
+
+		for (x = 0; x < w; x++)
+			p[(size_t)y * w + x] = (u[x] + c[x] + d[x]) / 3;
+	}
+	free(t);
+}
+static const float chroma_b[3] = { 0.336f, 1.044f, -1.380f };
+
 void
-dq_to_grid(const struct dq_raster *r, int W, int H, struct dq_plane *gray, struct dq_plane *warm)
+dq_to_grid(const struct dq_raster *r, int W, int H, struct dq_plane *gray,
+    struct dq_plane *ca, struct dq_plane *cb)
 {
 	struct wtab tx, ty;
-	float *tg, *tw;
-	int x, y, j;
+	float *t[3];
+	struct dq_plane *dst[3] = { gray, ca, cb };
+	int x, y, j, c;
 
 	wtab_make(&tx, r->w, W);
 	wtab_make(&ty, r->h, H);
-	tg = dq_xcalloc((size_t)W * r->h, sizeof(float));
-	tw = dq_xcalloc((size_t)W * r->h, sizeof(float));
+	for (c = 0; c < 3; c++)
+		t[c] = dq_xcalloc((size_t)W * r->h, sizeof(float));
 	for (y = 0; y < r->h; y++) {
 		const unsigned char *row = r->px + (size_t)y * r->w * r->ch;
 
 		for (x = 0; x < W; x++) {
 			const float *w = tx.w + (size_t)x * tx.maxn;
-			float g = 0, m = 0;
+			float R = 0, G = 0, B = 0;
 
 			for (j = 0; j < tx.n[x]; j++) {
 				const unsigned char *p = row + (size_t)(tx.first[x] + j) * r->ch;
 
 				if (r->ch == 3) {
-					g += w[j] * (0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2]);
-					m += w[j] * ((float)p[0] - (float)p[2]);
-				} else
-					g += w[j] * p[0];
+					R += w[j] * p[0];
+					G += w[j] * p[1];
+					B += w[j] * p[2];
+				} else {
+					R += w[j] * p[0];
+					G += w[j] * p[0];
+					B += w[j] * p[0];
+				}
 			}
-			tg[(size_t)y * W + x] = g;
-			tw[(size_t)y * W + x] = m;
+			t[0][(size_t)y * W + x] = 0.299f * R + 0.587f * G + 0.114f * B;
+			t[1][(size_t)y * W + x] = chroma_a[0] * R + chroma_a[1] * G + chroma_a[2] * B;
+			t[2][(size_t)y * W + x] = chroma_b[0] * R + chroma_b[1] * G + chroma_b[2] * B;
 		}
 	}
-	*gray = dq_plane_new(W, H);
-	*warm = dq_plane_new(W, H);
+	for (c = 0; c < 3; c++)
+		*dst[c] = dq_plane_new(W, H);
 	for (y = 0; y < H; y++) {
 		const float *w = ty.w + (size_t)y * ty.maxn;
 
-		for (j = 0; j < ty.n[y]; j++) {
-			const float *sg = tg + (size_t)(ty.first[y] + j) * W;
-			const float *sw = tw + (size_t)(ty.first[y] + j) * W;
-			float *dg = gray->p + (size_t)y * W, *dw = warm->p + (size_t)y * W;
+		for (j = 0; j < ty.n[y]; j++)
+			for (c = 0; c < 3; c++) {
+				const float *s = t[c] + (size_t)(ty.first[y] + j) * W;
+				float *d = dst[c]->p + (size_t)y * W;
 
-			for (x = 0; x < W; x++) {
-				dg[x] += w[j] * sg[x];
-				dw[x] += w[j] * sw[x];
+				for (x = 0; x < W; x++)
+					d[x] += w[j] * s[x];
 			}
-		}
 	}
-	free(tg);
-	free(tw);
+	box3(ca);
+	box3(cb);
+	for (c = 0; c < 3; c++)
+		free(t[c]);
 	wtab_free(&tx);
 	wtab_free(&ty);
 }

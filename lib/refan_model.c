@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -14,13 +15,41 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "refan.h"
 
-#define MODEL_MAGIC "DQREFM1"
+#define MODEL_MAGIC "DQREFM2"
+#define MODEL_PLANES 6	/* mean, sd, ma, mb, sa, sb */
 
 static const struct dq_refparams default_params = {
 	.k = 5, .k_low = 2.5, .jitter_px = 0.35, .jitter_deg = 0.05,
+	.chroma_weight = 1,
+	.major_area = 0.3, .critical_area = 2, .major_ratio = 4, .critical_ratio = 5,
 	.min_area = 20, .merge_gap = 12, .outline_px = 3, .working_size = 800,
+};
+
+/* The keys of reference.json: where each goes and what it may be. */
+static const struct param {
+	const char *key;
+	size_t off;
+	int integer;
+	double lo, hi;	/* lo excluded when lo_open */
+	int lo_open;
+} params[] = {
+	{ "k", offsetof(struct dq_refparams, k), 0, 0, 100, 1 },
+	{ "k_low", offsetof(struct dq_refparams, k_low), 0, 0, 100, 1 },
+	{ "jitter_px", offsetof(struct dq_refparams, jitter_px), 0, 0, 5, 0 },
+	{ "jitter_deg", offsetof(struct dq_refparams, jitter_deg), 0, 0, 2, 0 },
+	{ "chroma_weight", offsetof(struct dq_refparams, chroma_weight), 0, 0, 10, 0 },
+	{ "major_area", offsetof(struct dq_refparams, major_area), 0, 0, 100, 1 },
+	{ "critical_area", offsetof(struct dq_refparams, critical_area), 0, 0, 100, 1 },
+	{ "major_ratio", offsetof(struct dq_refparams, major_ratio), 0, 1, 100, 0 },
+	{ "critical_ratio", offsetof(struct dq_refparams, critical_ratio), 0, 1, 100, 0 },
+	{ "min_area", offsetof(struct dq_refparams, min_area), 1, 1, 1e6, 0 },
+	{ "merge_gap", offsetof(struct dq_refparams, merge_gap), 1, 0, 100, 0 },
+	{ "outline_px", offsetof(struct dq_refparams, outline_px), 1, 1, 50, 0 },
+	{ "working_size", offsetof(struct dq_refparams, working_size), 1, 64, 4096, 0 },
 };
 
 /* ---------- the model ---------- */
@@ -111,35 +140,25 @@ load_params(const char *path, const unsigned char *text, size_t len,
 	}
 	json_object_foreach(j, key, v) {
 		double d = json_number_value(v);
-		int integer = 1;
+		const struct param *q = NULL;
+		size_t i;
 
-		if (!json_is_number(v))
+		for (i = 0; i < sizeof params / sizeof params[0]; i++)
+			if (strcmp(key, params[i].key) == 0)
+				q = &params[i];
+		if (q == NULL || !json_is_number(v) || d > q->hi || d < q->lo ||
+		    (q->lo_open && d == q->lo) || (q->integer && d != floor(d)))
 			goto bad;
-		if (strcmp(key, "k") == 0 && d > 0 && d <= 100)
-			pr->k = d, integer = 0;
-		else if (strcmp(key, "k_low") == 0 && d > 0 && d <= 100)
-			pr->k_low = d, integer = 0;
-		else if (strcmp(key, "jitter_px") == 0 && d >= 0 && d <= 5)
-			pr->jitter_px = d, integer = 0;
-		else if (strcmp(key, "jitter_deg") == 0 && d >= 0 && d <= 2)
-			pr->jitter_deg = d, integer = 0;
-		else if (strcmp(key, "min_area") == 0 && d >= 1 && d <= 1e6)
-			pr->min_area = (int)d;
-		else if (strcmp(key, "merge_gap") == 0 && d >= 0 && d <= 100)
-			pr->merge_gap = (int)d;
-		else if (strcmp(key, "outline_px") == 0 && d >= 1 && d <= 50)
-			pr->outline_px = (int)d;
-		else if (strcmp(key, "working_size") == 0 && d >= 64 && d <= 4096)
-			pr->working_size = (int)d;
+		if (q->integer)
+			*(int *)(void *)((char *)pr + q->off) = (int)d;
 		else
-			goto bad;
-		if (integer && d != floor(d))
-			goto bad;
+			*(double *)(void *)((char *)pr + q->off) = d;
 	}
 	json_decref(j);
-	if (pr->k_low > pr->k) {
+	if (pr->k_low > pr->k || pr->major_area > pr->critical_area ||
+	    pr->major_ratio > pr->critical_ratio) {
 		dq_err_system(err, DQ_EX_CONFIG, "bad_thresholds",
-		    "%s: k_low must not exceed k", path);
+		    "%s: k_low must not exceed k, nor a major_ limit its critical_ one", path);
 		return -1;
 	}
 	return 0;
@@ -157,8 +176,12 @@ dq_refmodel_free(struct dq_refmodel *m)
 		return;
 	free(m->mean);
 	free(m->sd);
-	free(m->warm);
+	free(m->ma);
+	free(m->mb);
+	free(m->sa);
+	free(m->sb);
 	free(m->fg);
+	free(m->solid);
 	free(m->outline);
 	free(m->odist);
 	dq_pyramid_free(m->lv);
@@ -205,11 +228,50 @@ model_derive(struct dq_refmodel *m)
 	m->fg = dq_xcalloc(n, 1);
 	for (i = 0; i < n; i++)
 		m->fg[i] = fabs(m->mean[i] - m->bg) > tau;
+	/*
+	 * The part is solid: background-like pixels enclosed by it (dark
+	 * texture, rivets, engraving) are inside it, not outline.  Flood the
+	 * background from the frame; what it cannot reach is part.
+	 */
+	m->solid = dq_xmalloc(n);
+	memset(m->solid, 1, n);
+	{
+		int *st = dq_xmalloc(n * sizeof(int)), sp = 0;
+
+		for (y = 0; y < m->H; y++)
+			for (x = 0; x < m->W; x++) {
+				size_t o = (size_t)y * m->W + x;
+
+				if ((x == 0 || y == 0 || x == m->W - 1 || y == m->H - 1) &&
+				    !m->fg[o] && m->solid[o]) {
+					m->solid[o] = 0;
+					st[sp++] = (int)o;
+				}
+			}
+		while (sp > 0) {
+			int q = st[--sp], qx = q % m->W, qy = q / m->W, k;
+			static const int ddx[4] = { 1, -1, 0, 0 }, ddy[4] = { 0, 0, 1, -1 };
+
+			for (k = 0; k < 4; k++) {
+				int nx = qx + ddx[k], ny = qy + ddy[k];
+				size_t o;
+
+				if (nx < 0 || ny < 0 || nx >= m->W || ny >= m->H)
+					continue;
+				o = (size_t)ny * m->W + nx;
+				if (!m->fg[o] && m->solid[o]) {
+					m->solid[o] = 0;
+					st[sp++] = (int)o;
+				}
+			}
+		}
+		free(st);
+	}
 	/* outline band: within outline_px of the part's boundary */
 	m->outline = dq_xmalloc(n);
 	er = dq_xmalloc(n);
-	memcpy(m->outline, m->fg, n);
-	memcpy(er, m->fg, n);
+	memcpy(m->outline, m->solid, n);
+	memcpy(er, m->solid, n);
 	dq_mask_filter(m->outline, m->W, m->H, m->pr.outline_px, 1);
 	dq_mask_filter(er, m->W, m->H, m->pr.outline_px, 0);
 	for (i = 0; i < n; i++)
@@ -223,10 +285,11 @@ model_derive(struct dq_refmodel *m)
 	for (y = 0; y < m->H; y++)
 		for (x = 0; x < m->W; x++) {
 			size_t o = (size_t)y * m->W + x;
-			int b = (x > 0 && m->fg[o - 1] != m->fg[o]) ||
-			    (y > 0 && m->fg[o - m->W] != m->fg[o]) ||
-			    (x < m->W - 1 && m->fg[o + 1] != m->fg[o]) ||
-			    (y < m->H - 1 && m->fg[o + m->W] != m->fg[o]);
+			const unsigned char *sm = m->solid;
+			int b = (x > 0 && sm[o - 1] != sm[o]) ||
+			    (y > 0 && sm[o - m->W] != sm[o]) ||
+			    (x < m->W - 1 && sm[o + 1] != sm[o]) ||
+			    (y < m->H - 1 && sm[o + m->W] != sm[o]);
 
 			m->odist[o] = b ? 0 : 1e9f;
 		}
@@ -265,7 +328,7 @@ model_derive(struct dq_refmodel *m)
 	/* principal axis of the part; its narrower end is the tip */
 	for (y = 0; y < m->H; y++)
 		for (x = 0; x < m->W; x++)
-			if (m->fg[(size_t)y * m->W + x]) {
+			if (m->solid[(size_t)y * m->W + x]) {
 				sx += x;
 				sy += y;
 				area++;
@@ -277,7 +340,7 @@ model_derive(struct dq_refmodel *m)
 	m->ax_cy = sy / area;
 	for (y = 0; y < m->H; y++)
 		for (x = 0; x < m->W; x++)
-			if (m->fg[(size_t)y * m->W + x]) {
+			if (m->solid[(size_t)y * m->W + x]) {
 				double dx = x - m->ax_cx, dy = y - m->ax_cy;
 
 				sxx += dx * dx;
@@ -289,7 +352,7 @@ model_derive(struct dq_refmodel *m)
 	m->ax_ey = sin(ang);
 	for (y = 0; y < m->H; y++)
 		for (x = 0; x < m->W; x++)
-			if (m->fg[(size_t)y * m->W + x]) {
+			if (m->solid[(size_t)y * m->W + x]) {
 				double p = (x - m->ax_cx) * m->ax_ex + (y - m->ax_cy) * m->ax_ey;
 
 				pmin = fmin(pmin, p);
@@ -298,7 +361,7 @@ model_derive(struct dq_refmodel *m)
 	m->tip_len = pmax > pmin ? pmax - pmin : 1;
 	for (y = 0; y < m->H; y++)
 		for (x = 0; x < m->W; x++)
-			if (m->fg[(size_t)y * m->W + x]) {
+			if (m->solid[(size_t)y * m->W + x]) {
 				double p = (x - m->ax_cx) * m->ax_ex + (y - m->ax_cy) * m->ax_ey;
 
 				nlo += p < pmin + 0.08 * m->tip_len;
@@ -309,34 +372,89 @@ model_derive(struct dq_refmodel *m)
 }
 
 /*
- * Model file: magic, sha, W, H, ref_w, ref_h, nimg, then mean, sd, warm
- * as native floats.  A cache: another machine's file is simply rebuilt.
+ * Model file: a header (magic, key, sizes, the checksum), then the planes
+ * mean, sd, ma, mb, sa, sb as native floats.  The checksum is the SHA-256
+ * of the whole file with its own field zeroed: a file partly overwritten,
+ * truncated or from another machine does not load and is rebuilt.
  */
 struct mhdr {
 	char magic[8];
 	char sha[65];
-	char pad[7];
-	int32_t W, H, nimg, endian;
+	char sum[65];
+	char pad[6];
+	int32_t W, H, nimg, endian, nplanes, pad2;
 	int64_t ref_w, ref_h;
 };
 
+static float **
+model_planes(struct dq_refmodel *m, float *pl[MODEL_PLANES])
+{
+	pl[0] = m->mean;
+	pl[1] = m->sd;
+	pl[2] = m->ma;
+	pl[3] = m->mb;
+	pl[4] = m->sa;
+	pl[5] = m->sb;
+	return pl;
+}
+
+/* The checksum of a whole model file d of len bytes, its own field as zeros. */
+static void
+model_sum(const unsigned char *d, size_t len, char hex[65])
+{
+	static const unsigned char zero[65];
+	size_t off = offsetof(struct mhdr, sum);
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0, i;
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+
+	if (c == NULL || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(c, d, off) != 1 || EVP_DigestUpdate(c, zero, 65) != 1 ||
+	    EVP_DigestUpdate(c, d + off + 65, len - off - 65) != 1 ||
+	    EVP_DigestFinal_ex(c, md, &mdlen) != 1)
+		dq_die(DQ_EX_IOERR, "SHA-256 failed");
+	EVP_MD_CTX_free(c);
+	for (i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+}
+
+/*
+ * 0 loaded; -1 with errno ENOENT (no file: build it) or EINVAL (a file
+ * that is not a whole model of this key: rebuild it), why saying which.
+ */
 static int
-model_load(struct dq_refmodel *m, const char *path)
+model_load(struct dq_refmodel *m, const char *path, const char **why)
 {
 	unsigned char *d;
-	size_t len, n;
+	size_t len, n, i;
 	struct mhdr h;
+	char sum[65];
+	float *pl[MODEL_PLANES];
 
+	*why = NULL;
 	if (read_all(path, &d, &len) == -1)
 		return -1;
-	if (len < sizeof h)
+	if (len < sizeof h) {
+		*why = "truncated";
 		goto bad;
+	}
 	memcpy(&h, d, sizeof h);
 	n = (size_t)h.W * h.H;
 	if (memcmp(h.magic, MODEL_MAGIC, 8) != 0 || h.endian != 0x01020304 ||
-	    memcmp(h.sha, m->sha, 65) != 0 || h.W < 16 || h.H < 16 ||
-	    h.W > 8192 || h.H > 8192 || len != sizeof h + 3 * n * sizeof(float))
+	    h.nplanes != MODEL_PLANES || memcmp(h.sha, m->sha, 65) != 0) {
+		*why = "not a model of this build";
 		goto bad;
+	}
+	if (h.W < 16 || h.H < 16 || h.W > 8192 || h.H > 8192 ||
+	    len != sizeof h + MODEL_PLANES * n * sizeof(float)) {
+		*why = "the wrong size";
+		goto bad;
+	}
+	model_sum(d, len, sum);
+	if (h.sum[64] != '\0' || strcmp(sum, h.sum) != 0) {
+		*why = "checksum mismatch";
+		goto bad;
+	}
 	m->W = h.W;
 	m->H = h.H;
 	m->nimg = h.nimg;
@@ -344,10 +462,13 @@ model_load(struct dq_refmodel *m, const char *path)
 	m->ref_h = (long)h.ref_h;
 	m->mean = dq_xmalloc(n * sizeof(float));
 	m->sd = dq_xmalloc(n * sizeof(float));
-	m->warm = dq_xmalloc(n * sizeof(float));
-	memcpy(m->mean, d + sizeof h, n * sizeof(float));
-	memcpy(m->sd, d + sizeof h + n * sizeof(float), n * sizeof(float));
-	memcpy(m->warm, d + sizeof h + 2 * n * sizeof(float), n * sizeof(float));
+	m->ma = dq_xmalloc(n * sizeof(float));
+	m->mb = dq_xmalloc(n * sizeof(float));
+	m->sa = dq_xmalloc(n * sizeof(float));
+	m->sb = dq_xmalloc(n * sizeof(float));
+	model_planes(m, pl);
+	for (i = 0; i < MODEL_PLANES; i++)
+		memcpy(pl[i], d + sizeof h + i * n * sizeof(float), n * sizeof(float));
 	free(d);
 	return 0;
 bad:
@@ -382,10 +503,12 @@ sweep_tmp(const char *dir)
 }
 
 static int
-model_save(const struct dq_refmodel *m, const char *dir, const char *path)
+model_save(struct dq_refmodel *m, const char *dir, const char *path)
 {
 	struct mhdr h;
-	size_t n = (size_t)m->W * m->H;
+	size_t n = (size_t)m->W * m->H, len = sizeof h + MODEL_PLANES * n * sizeof(float), i;
+	unsigned char *buf;
+	float *pl[MODEL_PLANES];
 	char *tmp;
 	int fd, ok;
 
@@ -396,21 +519,29 @@ model_save(const struct dq_refmodel *m, const char *dir, const char *path)
 	h.H = m->H;
 	h.nimg = m->nimg;
 	h.endian = 0x01020304;
+	h.nplanes = MODEL_PLANES;
 	h.ref_w = m->ref_w;
 	h.ref_h = m->ref_h;
-	if (dq_mkdirs(dir, 0777) == -1)
+	buf = dq_xmalloc(len);
+	memcpy(buf, &h, sizeof h);
+	model_planes(m, pl);
+	for (i = 0; i < MODEL_PLANES; i++)
+		memcpy(buf + sizeof h + i * n * sizeof(float), pl[i], n * sizeof(float));
+	model_sum(buf, len, h.sum);
+	memcpy(buf + offsetof(struct mhdr, sum), h.sum, 65);
+	if (dq_mkdirs(dir, 0777) == -1) {
+		free(buf);
 		return -1;
+	}
 	sweep_tmp(dir);
 	tmp = dq_xasprintf("%s.tmp.XXXXXX", path);
 	if ((fd = mkstemp(tmp)) == -1) {
 		free(tmp);
+		free(buf);
 		return -1;
 	}
-	ok = dq_write_all(fd, &h, sizeof h) == 0 &&
-	    dq_write_all(fd, m->mean, n * sizeof(float)) == 0 &&
-	    dq_write_all(fd, m->sd, n * sizeof(float)) == 0 &&
-	    dq_write_all(fd, m->warm, n * sizeof(float)) == 0 &&
-	    fchmod(fd, 0644) == 0 && fsync(fd) == 0;
+	ok = dq_write_all(fd, buf, len) == 0 && fchmod(fd, 0644) == 0 && fsync(fd) == 0;
+	free(buf);
 	if ((close(fd) == -1) | !ok || rename(tmp, path) == -1) {
 		int e = errno;
 
@@ -423,6 +554,24 @@ model_save(const struct dq_refmodel *m, const char *dir, const char *path)
 	return 0;
 }
 
+/* The median of a variance plane: the noise of flat areas. */
+static double
+var_floor(const float *v, size_t n)
+{
+	int hist[4096] = { 0 }, c = 0, j;
+	size_t p;
+
+	for (p = 0; p < n; p++) {
+		int b = (int)(v[p] * 16);
+
+		hist[b < 0 ? 0 : b > 4095 ? 4095 : b]++;
+	}
+	for (j = 0; j < 4096; j++)
+		if ((c += hist[j]) * 2 >= (int)n)
+			break;
+	return j / 16.0;
+}
+
 struct refimg {
 	char *name;
 	unsigned char *data;
@@ -433,7 +582,7 @@ static int
 model_build(struct dq_refmodel *m, const char *skudir, struct refimg *ri, int nimg,
     struct dq_err *err)
 {
-	struct dq_plane *g, *wm, acc, acc2, accw, tmp;
+	struct dq_plane *g, *ca, *cb, acc, acc2, tmp, accc[2], accc2[2];
 	struct dq_warp *wp;
 	struct dq_pyrlevel lv[DQ_NLEV];
 	int i, pass, j, rc = -1;
@@ -441,7 +590,8 @@ model_build(struct dq_refmodel *m, const char *skudir, struct refimg *ri, int ni
 	double ws, nn = 0;
 
 	g = dq_xcalloc(nimg, sizeof *g);
-	wm = dq_xcalloc(nimg, sizeof *wm);
+	ca = dq_xcalloc(nimg, sizeof *ca);
+	cb = dq_xcalloc(nimg, sizeof *cb);
 	wp = dq_xcalloc(nimg, sizeof *wp);
 	memset(lv, 0, sizeof lv);
 	for (i = 0; i < nimg; i++) {
@@ -485,7 +635,7 @@ model_build(struct dq_refmodel *m, const char *skudir, struct refimg *ri, int ni
 				goto out;
 			}
 		}
-		dq_to_grid(&r, m->W, m->H, &g[i], &wm[i]);
+		dq_to_grid(&r, m->W, m->H, &g[i], &ca[i], &cb[i]);
 		dq_raster_free(&r);
 		continue;
 bad_image:
@@ -549,7 +699,10 @@ bad_image:
 	/* every reference under jitter: mean and deviation of all copies */
 	acc = dq_plane_new(m->W, m->H);
 	acc2 = dq_plane_new(m->W, m->H);
-	accw = dq_plane_new(m->W, m->H);
+	for (j = 0; j < 2; j++) {
+		accc[j] = dq_plane_new(m->W, m->H);
+		accc2[j] = dq_plane_new(m->W, m->H);
+	}
 	{
 		double jp = m->pr.jitter_px, jr = m->pr.jitter_deg * M_PI / 180;
 		const double jit[11][3] = {
@@ -557,71 +710,90 @@ bad_image:
 			{ 0, jp, 0 }, { -jp, -jp, 0 }, { jp, jp, 0 }, { -jp, jp, 0 },
 			{ jp, -jp, 0 }, { 0, 0, -jr }, { 0, 0, jr },
 		};
-		struct dq_plane o = dq_plane_new(m->W, m->H), ow = dq_plane_new(m->W, m->H);
+		struct dq_plane o = dq_plane_new(m->W, m->H), oc = dq_plane_new(m->W, m->H);
+		int c;
 
 		for (i = 0; i < nimg; i++)
 			for (j = 0; j < 11; j++) {
 				dq_warp_apply(&g[i], &wp[i], jit[j][0], jit[j][1], jit[j][2],
 				    &o, wp[i].a, wp[i].b);
-				dq_warp_apply(&wm[i], &wp[i], jit[j][0], jit[j][1], jit[j][2],
-				    &ow, wp[i].a, 0);
 				for (p = 0; p < n; p++) {
 					acc.p[p] += o.p[p];
 					acc2.p[p] += o.p[p] * o.p[p];
-					accw.p[p] += ow.p[p];
+				}
+				for (c = 0; c < 2; c++) {
+					dq_warp_apply(c ? &cb[i] : &ca[i], &wp[i], jit[j][0],
+					    jit[j][1], jit[j][2], &oc, wp[i].a, 0);
+					for (p = 0; p < n; p++) {
+						accc[c].p[p] += oc.p[p];
+						accc2[c].p[p] += oc.p[p] * oc.p[p];
+					}
 				}
 				nn++;
 			}
 		dq_plane_free(&o);
-		dq_plane_free(&ow);
+		dq_plane_free(&oc);
 	}
 	m->mean = dq_xmalloc(n * sizeof(float));
 	m->sd = dq_xmalloc(n * sizeof(float));
-	m->warm = dq_xmalloc(n * sizeof(float));
+	m->ma = dq_xmalloc(n * sizeof(float));
+	m->mb = dq_xmalloc(n * sizeof(float));
+	m->sa = dq_xmalloc(n * sizeof(float));
+	m->sb = dq_xmalloc(n * sizeof(float));
 	for (p = 0; p < n; p++) {
-		double mu = acc.p[p] / nn;
+		double mu = acc.p[p] / nn, ma = accc[0].p[p] / nn, mb = accc[1].p[p] / nn;
 
 		m->mean[p] = (float)mu;
 		m->sd[p] = (float)fmax(acc2.p[p] / nn - mu * mu, 0);
-		m->warm[p] = (float)(accw.p[p] / nn);
+		m->ma[p] = (float)ma;
+		m->mb[p] = (float)mb;
+		m->sa[p] = (float)fmax(accc2[0].p[p] / nn - ma * ma, 0);
+		m->sb[p] = (float)fmax(accc2[1].p[p] / nn - mb * mb, 0);
 	}
-	/* spread the variance a little (3x3 max, 3x3 mean), add a noise floor */
-	dq_float_maxbox(m->sd, m->W, m->H);
+	/*
+	 * Spread the variance a little (3x3 max, 3x3 mean) and add a noise
+	 * floor.  Chroma is spread twice: cameras and JPEG blur colour over
+	 * two pixels where they keep luma sharp.  Its floor is the larger of
+	 * its own and luma's, so that on a flat surface a colour change counts
+	 * like a brightness change of the same visibility.
+	 */
 	{
-		float *s = dq_xmalloc(n * sizeof(float));
-		double floor2;
+		double fl, fa, fb;
 
-		memcpy(s, m->sd, n * sizeof(float));
-		/* median variance: the noise of flat areas */
-		{
-			int hist[4096] = { 0 }, c = 0;
-
-			for (p = 0; p < n; p++) {
-				int b = (int)(s[p] * 16);
-
-				hist[b < 0 ? 0 : b > 4095 ? 4095 : b]++;
-			}
-			for (j = 0; j < 4096; j++)
-				if ((c += hist[j]) * 2 >= (int)n)
-					break;
-			floor2 = fmax(j / 16.0, 1.0);
+		dq_float_maxbox(m->sd, m->W, m->H);
+		for (j = 0; j < 2; j++) {
+			dq_float_maxbox(m->sa, m->W, m->H);
+			dq_float_maxbox(m->sb, m->W, m->H);
 		}
-		for (p = 0; p < n; p++)
-			m->sd[p] = (float)sqrt(m->sd[p] + floor2);
-		free(s);
+		fl = fmax(var_floor(m->sd, n), 1.0);
+		fa = fmax(var_floor(m->sa, n), fl);
+		fb = fmax(var_floor(m->sb, n), fl);
+		for (p = 0; p < n; p++) {
+			/* CIEDE2000's chroma weight, S_C = 1 + 0.045 C*ab */
+			double sc = 1 + 0.045 * DQ_LAB_PER_LEVEL * hypot(m->ma[p], m->mb[p]);
+
+			m->sd[p] = (float)sqrt(m->sd[p] + fl);
+			m->sa[p] = (float)(sc * sqrt(m->sa[p] + fa));
+			m->sb[p] = (float)(sc * sqrt(m->sb[p] + fb));
+		}
 	}
 	m->nimg = nimg;
 	dq_plane_free(&acc);
 	dq_plane_free(&acc2);
-	dq_plane_free(&accw);
+	for (j = 0; j < 2; j++) {
+		dq_plane_free(&accc[j]);
+		dq_plane_free(&accc2[j]);
+	}
 	rc = 0;
 out:
 	for (i = 0; i < nimg; i++) {
 		dq_plane_free(&g[i]);
-		dq_plane_free(&wm[i]);
+		dq_plane_free(&ca[i]);
+		dq_plane_free(&cb[i]);
 	}
 	free(g);
-	free(wm);
+	free(ca);
+	free(cb);
 	free(wp);
 	return rc;
 }
@@ -732,9 +904,15 @@ dq_refmodel_get(const char *refdir, const char *cachedir, const char *sku,
 		dq_die(DQ_EX_IOERR, "out of memory");
 	dq_sha256_hex(hash_text, strlen(hash_text), m->sha);
 	if (cachedir) {
+		const char *why;
+
 		mpath = dq_xasprintf("%s/%s.%s.model", cachedir, sku, m->sha);
-		if (model_load(m, mpath) == 0)
+		if (model_load(m, mpath, &why) == 0)
 			goto derive;
+		if (why)
+			dq_log(DQ_WARNING, "cache_corrupt", json_pack("{s:s, s:s, s:s}",
+			    "sku", sku, "file", mpath, "reason", why),
+			    "cached reference model %s is unusable (%s): rebuilding it", mpath, why);
 	}
 	if (model_build(m, skudir, ri, nimg, err) == -1)
 		goto fail_m;

@@ -22,8 +22,23 @@
 #define SKU "WK-KN-200"
 #define PI 3.14159265358979323846
 
-enum kind { K_NONE, K_CHIP, K_WAVY, K_SCRATCH, K_RUST, K_BENT, K_NKIND };
-static const char *kind_name[] = { "none", "chip", "wavy", "scratch", "rust", "bent_tip" };
+enum kind {
+	K_NONE, K_CHIP, K_WAVY, K_SCRATCH, K_RUST, K_BENT,
+	K_RUSTC, K_HEAT, K_RESIDUE, K_PIT, K_DENT, K_NKIND
+};
+static const char *kind_name[] = {
+	"none", "chip", "wavy", "scratch", "rust", "bent_tip",
+	"rust_tint", "heat_tint", "residue", "pit", "dent",
+};
+/*
+ * Colour defects of about the steel's brightness: a tint each channel of
+ * the steel is multiplied by (the luma of each is within 4% of 1).
+ */
+static const double tint[K_NKIND][3] = {
+	[K_RUSTC] = { 1.22, 0.96, 0.72 },	/* orange-brown */
+	[K_HEAT] = { 0.92, 0.93, 1.22 },	/* the blue of temper colours */
+	[K_RESIDUE] = { 0.80, 1.10, 0.85 },	/* a green residue */
+};
 
 struct rng { uint64_t s; };
 
@@ -221,6 +236,32 @@ shade(double u, double v, double s, const struct defect *df, double *c)
 					mix(col, rust, a);
 				}
 			}
+			if (df && (df->kind == K_RUSTC || df->kind == K_HEAT ||
+			    df->kind == K_RESIDUE)) {
+				double du = u - df->uc, dv = v - df->vc;
+				double r = sqrt(du * du + dv * dv), ph = atan2(dv, du);
+				double R = df->a * (1 + 0.2 * sin(3 * ph + df->b) +
+				    0.1 * sin(5 * ph + df->c));
+				/* a heat tint fades out over half its radius, the others over a pixel */
+				double a = df->kind == K_HEAT ?
+				    df->d * clamp01((R - r) / (0.5 * R)) :
+				    df->d * clamp01((R - r) * s / 2 + 0.5);
+
+				if (a > 0) {
+					double tc[3];
+
+					for (i = 0; i < 3; i++)
+						tc[i] = g * tint[df->kind][i];
+					mix(col, tc, a);
+				}
+			}
+			if (df && (df->kind == K_PIT || df->kind == K_DENT)) {
+				double du = u - df->uc, dv = v - df->vc;
+				double f = exp(-(du * du + dv * dv) / (df->a * df->a));
+
+				for (i = 0; i < 3; i++)
+					col[i] *= df->kind == K_PIT ? 1 - 0.55 * f : 1 + 0.3 * f;
+			}
 			if (df && df->kind == K_SCRATCH) {
 				/* segment from (uc, vc) along angle b, length a */
 				double ex = cos(df->b), ey = sin(df->b);
@@ -310,11 +351,16 @@ render(const struct shot *sh, struct dq_raster *out, long box[4])
 				double c0[3];
 
 				shade(u, v, sh->s, NULL, c0);
-				/* truth: a visible change (10 levels); for a bent tip,
-				 * only where the tip moved by 2 design units (2 px at
-				 * 1600x1200) or more, whatever the resolution */
-				if (fabs(0.299 * (c[0] - c0[0]) + 0.587 * (c[1] - c0[1]) +
-				    0.114 * (c[2] - c0[2])) * light > 10 &&
+				/* truth: a visible change (10 levels of luma, or a
+				 * change of colour as visible: dq-reference(7)); for a
+				 * bent tip, only where the tip moved by 2 design units
+				 * (2 px at 1600x1200) or more, whatever the resolution */
+				double dr = c[0] - c0[0], dg = c[1] - c0[1], db = c[2] - c0[2];
+				double dy = 0.299 * dr + 0.587 * dg + 0.114 * db;
+				double da = 0.954 * dr - 1.461 * dg + 0.507 * db;
+				double dc = 0.336 * dr + 1.044 * dg - 1.380 * db;
+
+				if (sqrt(dy * dy + da * da + dc * dc) * light > 10 &&
 				    (sh->df->kind != K_BENT || fabs(bend(u, sh->df)) >= 2)) {
 					if (x < bx0) bx0 = x;
 					if (x > bx1) bx1 = x;
@@ -432,6 +478,30 @@ random_defect(struct rng *r, enum kind k)
 		d.v0 = d.vc - d.a * 1.5;
 		d.v1 = d.vc + d.a * 1.5;
 		break;
+	case K_RUSTC:
+	case K_HEAT:
+	case K_RESIDUE:
+	case K_PIT:
+	case K_DENT: {
+		/* radius range and strength per kind */
+		static const double rr[K_NKIND][2] = {
+			[K_RUSTC] = { 16, 28 }, [K_HEAT] = { 45, 65 }, [K_RESIDUE] = { 8, 13 },
+			[K_PIT] = { 4, 6 }, [K_DENT] = { 7, 10 },
+		};
+		do {
+			d.uc = -200 + 850 * rng_range(r, 0.15, 0.55);
+			d.vc = rng_range(r, -50, 50);
+			d.a = rng_range(r, rr[k][0], rr[k][1]);
+		} while (!inside_blade(d.uc, d.vc, k == K_HEAT ? d.a * 0.6 + 10 : d.a * 1.4 + 25));
+		d.b = rng_range(r, 0, 2 * PI);
+		d.c = rng_range(r, 0, 2 * PI);
+		d.d = k == K_HEAT ? rng_range(r, 0.45, 0.6) : rng_range(r, 0.6, 0.8);
+		d.u0 = d.uc - d.a * 2.5;
+		d.u1 = d.uc + d.a * 2.5;
+		d.v0 = d.vc - d.a * 2.5;
+		d.v1 = d.vc + d.a * 2.5;
+		break;
+	}
 	case K_BENT:
 		d.a = rng_range(r, 14, 22) * (rng_unit(r) < 0.5 ? -1 : 1);
 		d.u0 = -200 + 850 * 0.79;
@@ -475,7 +545,7 @@ usage(const char *why)
 		fprintf(stderr, "dq-synth: %s\n", why);
 	fprintf(why ? stderr : stdout,
 	    "usage: dq-synth -s SEED -o DIR [-W WIDTH] [-H HEIGHT] [-f jpeg|png|webp]\n"
-	    "                [--refs N] [--good N] [--defects N]\n");
+	    "                [--refs N] [--good N] [--defects N] [--kinds LIST]\n");
 	exit(why ? DQ_EX_USAGE : 0);
 }
 
@@ -492,6 +562,35 @@ number(const char *s, long lo, long hi, const char *what)
 		usage(msg);
 	}
 	return v;
+}
+
+/* --kinds: names from kind_name, comma-separated, or "all"; how many. */
+static int
+parse_kinds(const char *list, enum kind out[K_NKIND])
+{
+	char buf[256], *tok, *save = NULL, msg[300];
+	int n = 0, k;
+
+	if (strcmp(list, "all") == 0) {
+		for (k = 1; k < K_NKIND; k++)
+			out[n++] = (enum kind)k;
+		return n;
+	}
+	if (snprintf(buf, sizeof buf, "%s", list) >= (int)sizeof buf)
+		usage("--kinds: too long");
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		for (k = 1; k < K_NKIND && strcmp(tok, kind_name[k]) != 0; k++)
+			;
+		if (k == K_NKIND || n == K_NKIND) {
+			snprintf(msg, sizeof msg, "--kinds: unknown kind '%.40s' (expected all, or of "
+			    "chip wavy scratch rust bent_tip rust_tint heat_tint residue pit dent)", tok);
+			usage(msg);
+		}
+		out[n++] = (enum kind)k;
+	}
+	if (n == 0)
+		usage("--kinds: no kind given");
+	return n;
 }
 
 static int
@@ -518,6 +617,7 @@ main(int argc, char *argv[])
 		{ "refs", required_argument, NULL, 'r' },
 		{ "good", required_argument, NULL, 'g' },
 		{ "defects", required_argument, NULL, 'd' },
+		{ "kinds", required_argument, NULL, 'k' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -525,7 +625,8 @@ main(int argc, char *argv[])
 	char path[4096];
 	uint64_t seed = 0;
 	long W = 1600, H = 1200, nref = 5, ngood = 5, ndef = 10, i, idx = 0;
-	int c, haveseed = 0;
+	enum kind kinds[K_NKIND];
+	int c, haveseed = 0, nkinds = parse_kinds("chip,wavy,scratch,rust,bent_tip", kinds);
 	FILE *truth;
 	struct shot sh;
 
@@ -539,6 +640,7 @@ main(int argc, char *argv[])
 		case 'r': nref = number(optarg, 0, 99, "--refs"); break;
 		case 'g': ngood = number(optarg, 0, 999, "--good"); break;
 		case 'd': ndef = number(optarg, 0, 999, "--defects"); break;
+		case 'k': nkinds = parse_kinds(optarg, kinds); break;
 		case 'h': usage(NULL); break;
 		default: usage("unknown option");
 		}
@@ -593,7 +695,7 @@ main(int argc, char *argv[])
 		struct rng r = stream(seed, 2, (uint64_t)i);
 		struct defect df;
 		struct dq_raster img;
-		enum kind k = i < ngood ? K_NONE : (enum kind)(1 + (i - ngood) % (K_NKIND - 1));
+		enum kind k = i < ngood ? K_NONE : kinds[(i - ngood) % nkinds];
 		const char *name = k == K_NONE ? "good" : kind_name[k];
 		long box[4];
 
