@@ -32,7 +32,6 @@
  * This file is the analyzer: regions, their names and the findings.  The
  * model and its cache are in refan_model.c, the arithmetic in refan_img.c.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <malloc.h>
 #include <math.h>
@@ -44,6 +43,7 @@
 
 struct refan {
 	char *refdir, *cachedir;
+	int cache_explicit;		/* DQ_CACHE_DIR, not a default */
 	pthread_mutex_t mu;
 	struct dq_refmodel *models;
 };
@@ -618,24 +618,20 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
 	return 0;
 }
 
+/*
+ * Without a SKU: the reference directory by the one rule, and the cache
+ * directory when DQ_CACHE_DIR names one; with one: its model.
+ */
 static int
 ref_check(struct dq_analyzer *an, const char *sku, struct dq_err *err)
 {
 	struct refan *ra = an->priv;
-	struct dq_refmodel *m;
-	DIR *d;
+	char only[80];
 
-	if (sku == NULL) {
-		if ((d = opendir(ra->refdir)) == NULL) {
-			dq_err_system(err, DQ_EX_CONFIG, "reference_unreadable",
-			    "DQ_REFERENCE_DIR %s: %s", ra->refdir, strerror(errno));
-			return -1;
-		}
-		closedir(d);
-		return 0;
-	}
-	m = model_for(ra, sku, err);
-	return m ? 0 : -1;
+	if (sku == NULL)
+		return dq_reference_skus(ra->refdir, only, sizeof only, err) < 0 ||
+		    (ra->cache_explicit && dq_cachedir_check(ra->cachedir, err) < 0) ? -1 : 0;
+	return model_for(ra, sku, err) ? 0 : -1;
 }
 
 static void
@@ -676,8 +672,10 @@ dq_analyzer_reference_open(const char *refdir, const char *cachedir, struct dq_e
 	}
 	ra = dq_xcalloc(1, sizeof *ra);
 	ra->refdir = dq_xstrdup(refdir);
-	if (cachedir && *cachedir)
+	if (cachedir && *cachedir) {
 		ra->cachedir = dq_xstrdup(cachedir);
+		ra->cache_explicit = 1;
+	}
 	else if ((x = getenv("XDG_CACHE_HOME")) && *x == '/')
 		ra->cachedir = dq_xasprintf("%s/dq", x);
 	else if ((x = getenv("HOME")) && *x == '/')

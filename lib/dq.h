@@ -447,6 +447,14 @@ void dq_analysis_free(struct dq_analysis *);
 /* analyzer_reference.c */
 struct dq_analyzer *dq_analyzer_reference_open(const char *refdir,
     const char *cachedir, struct dq_err *);
+/*
+ * The one rule for a usable DQ_REFERENCE_DIR: a readable directory
+ * holding SKU directories with images, <refdir>/<SKU>/<images>.  Returns
+ * how many SKUs it holds (at least 1), the first by name copied to only;
+ * or -1 with a system error (78) saying what it found and what is
+ * expected.  Creates nothing.  (refan_model.c)
+ */
+int dq_reference_skus(const char *refdir, char *only, size_t size, struct dq_err *);
 /* annotate.c: write a PNG copy of the image with the boxes drawn. */
 int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
     json_t *bounding_boxes, struct dq_err *);

@@ -118,13 +118,10 @@ struct dq_refmodel *dq_refmodel_get(const char *refdir, const char *cachedir,
     const char *sku, struct dq_err *);
 void dq_refmodel_free(struct dq_refmodel *);
 /*
- * Whether refdir is a usable reference directory: a readable directory
- * holding at least one SKU directory with an image in it.  0, or -1 with
- * a system error (78, reference_unreadable or no_references) saying what
- * was found and what is expected.  Creates nothing.
+ * Whether the cache directory can be written, or created (its nearest
+ * existing ancestor written): 0, or -1 with a system error (78,
+ * cache_unwritable).  Creates nothing.
  */
-int dq_refdir_check(const char *refdir, struct dq_err *);
-/* Whether the cache directory can be written (or created): 0, or -1 (78). */
 int dq_cachedir_check(const char *cachedir, struct dq_err *);
 
 #endif

@@ -798,6 +798,105 @@ out:
 	return rc;
 }
 
+int
+dq_reference_skus(const char *refdir, char *only, size_t size, struct dq_err *err)
+{
+	DIR *d, *sd;
+	struct dirent *de, *se;
+	int nsku = 0, ndirs = 0, nimg = 0;
+	char img[128] = "";
+
+	if (refdir == NULL || *refdir == '\0') {
+		dq_err_system(err, DQ_EX_CONFIG, "config",
+		    "DQ_REFERENCE_DIR is not set: the reference analyzer needs a directory "
+		    "of known-good images per SKU, <dir>/<SKU>/<images>");
+		return -1;
+	}
+	if ((d = opendir(refdir)) == NULL) {
+		dq_err_system(err, DQ_EX_CONFIG, "reference_unreadable",
+		    "DQ_REFERENCE_DIR %s: %s; expected a directory of SKU directories "
+		    "of known-good images, %s/<SKU>/<images>", refdir, strerror(errno), refdir);
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		char *p;
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (is_image_name(de->d_name)) {
+			if (nimg++ == 0)
+				snprintf(img, sizeof img, "%.100s", de->d_name);
+			continue;
+		}
+		if (!sku_ok(de->d_name))
+			continue;
+		p = dq_xasprintf("%s/%s", refdir, de->d_name);
+		if ((sd = opendir(p)) != NULL) {
+			ndirs++;
+			while ((se = readdir(sd)) != NULL && !is_image_name(se->d_name))
+				;
+			if (se != NULL && (nsku++ == 0 || strcmp(de->d_name, only) < 0))
+				snprintf(only, size, "%s", de->d_name);
+			closedir(sd);
+		}
+		free(p);
+	}
+	closedir(d);
+	if (nsku > 0)
+		return nsku;
+	if (nimg > 0)
+		dq_err_system(err, DQ_EX_CONFIG, "bad_reference_dir",
+		    "DQ_REFERENCE_DIR %s holds images (%s%s) but no SKU directory: one level "
+		    "too deep? Expected %s/<SKU>/<images>: point it at its parent",
+		    refdir, img, nimg > 1 ? ", ..." : "", refdir);
+	else if (ndirs == 0)
+		dq_err_system(err, DQ_EX_CONFIG, "bad_reference_dir",
+		    "DQ_REFERENCE_DIR %s holds no SKU directory: expected %s/<SKU>/<images>",
+		    refdir, refdir);
+	else
+		dq_err_system(err, DQ_EX_CONFIG, "bad_reference_dir",
+		    "DQ_REFERENCE_DIR %s holds %d director%s but none with PNG, JPEG or WebP "
+		    "images: expected %s/<SKU>/<images>", refdir, ndirs, ndirs > 1 ? "ies" : "y",
+		    refdir);
+	return -1;
+}
+
+int
+dq_cachedir_check(const char *cachedir, struct dq_err *err)
+{
+	char *p, *slash;
+	struct stat st;
+	int rc = -1;
+
+	if (cachedir == NULL)
+		return 0;
+	p = dq_xstrdup(cachedir);
+	/* the directory, or the nearest ancestor that exists: it must be written */
+	while (stat(p, &st) == -1) {
+		if (errno != ENOENT || (slash = strrchr(p, '/')) == NULL) {
+			dq_err_system(err, DQ_EX_CONFIG, "cache_unwritable",
+			    "DQ_CACHE_DIR %s: %s: %s; expected a directory the reference models "
+			    "can be written to", cachedir, p, strerror(errno));
+			goto out;
+		}
+		if (slash == p)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	if (!S_ISDIR(st.st_mode) || access(p, W_OK | X_OK) == -1) {
+		dq_err_system(err, DQ_EX_CONFIG, "cache_unwritable",
+		    "DQ_CACHE_DIR %s: %s %s; expected a directory the reference models "
+		    "can be written to", cachedir, p,
+		    !S_ISDIR(st.st_mode) ? "is not a directory" : "cannot be written");
+		goto out;
+	}
+	rc = 0;
+out:
+	free(p);
+	return rc;
+}
+
 /* Load (from the cache) or build the model of sku. */
 struct dq_refmodel *
 dq_refmodel_get(const char *refdir, const char *cachedir, const char *sku,

@@ -1,5 +1,4 @@
 /* dq-analyze - analyze each record's image and add its artifact, keeping its lock alive. */
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
@@ -449,24 +448,27 @@ run_records(long nthreads)
 
 /* ---- files from a terminal ---- */
 
-/* The SKU when none is given: the reference directory's only one. */
+/*
+ * The SKU when none is given: the reference directory's only one.  When
+ * there is none, the real cause: no analyzer, one not built, a reference
+ * directory that is not one (the rule of dq_reference_skus), or several.
+ */
 static const char *
 default_sku(void)
 {
 	static char only[256];
-	struct dirent *de;
-	DIR *d;
-	int n = 0;
+	struct dq_err err;
+	int n;
 
-	if (!dq_cfg.reference_dir || !(d = opendir(dq_cfg.reference_dir)))
-		return NULL;
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.' && dq_safe_token(de->d_name) &&
-		    (de->d_type == DT_DIR || de->d_type == DT_LNK || de->d_type == DT_UNKNOWN) &&
-		    n++ == 0)
-			snprintf(only, sizeof only, "%s", de->d_name);
-	closedir(d);
-	return n == 1 ? only : NULL;
+	if (!(an = dq_analyzer_open(&err)))
+		stop(&err, NULL);
+	if (strcmp(an->ops->name, "reference") != 0)
+		usage("--sku is required with this analyzer");
+	if ((n = dq_reference_skus(dq_cfg.reference_dir, only, sizeof only, &err)) < 0)
+		stop(&err, NULL);
+	if (n > 1)
+		usage("--sku is required: DQ_REFERENCE_DIR holds more than one SKU");
+	return only;
 }
 
 static void
@@ -596,10 +598,10 @@ main(int argc, char *argv[])
 		usage("--sku may hold only letters, digits, '.', '_' and '-'");
 	if (annotate_dir && (stat(annotate_dir, &sb) < 0 || !S_ISDIR(sb.st_mode)))
 		usage("--annotate wants an existing directory");
-	if (argc > 0 && !sku && !(sku = default_sku()))
-		usage("--sku is required unless DQ_REFERENCE_DIR holds exactly one SKU");
+	if (argc > 0 && !sku)
+		sku = default_sku();
 
-	if (!(an = dq_analyzer_open(&err)))
+	if (!an && !(an = dq_analyzer_open(&err)))
 		stop(&err, NULL);
 	dq_log(DQ_INFO, "backend", json_pack("{s:s}", "analyzer", an->ops->name),
 	    "analyzer: %s", an->ops->name);
