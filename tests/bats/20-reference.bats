@@ -13,6 +13,9 @@ setup_file() {
 	dq-synth -s 1 -o "$d/s1" --refs 5 --good 5 --defects 10
 	dq-synth -s 2 -o "$d/s2" -W 1200 -H 900 -f webp --refs 4 --good 3 --defects 5
 	"$DQ_BUILD/tests/unit/refan-test" -c "$d/cache" eval "$d/s1" >"$d/s1.eval"
+	# defects of colour at about the steel's brightness, pits and dents
+	dq-synth -s 3 -o "$d/s3" --refs 5 --good 3 --defects 10 --kinds rust_tint,heat_tint,residue,pit,dent
+	"$DQ_BUILD/tests/unit/refan-test" -c "$d/cache" eval "$d/s3" >"$d/s3.eval"
 }
 
 setup() {
@@ -20,6 +23,7 @@ setup() {
 	export DQ_CACHE_DIR="$BATS_TEST_TMPDIR/cache"
 	S1=$BATS_FILE_TMPDIR/s1
 	S2=$BATS_FILE_TMPDIR/s2
+	S3=$BATS_FILE_TMPDIR/s3
 }
 
 @test "dq-synth: usage errors exit 64 with a reason" {
@@ -82,6 +86,84 @@ setup() {
 		'scratch scratch' 'rust rust' 'bent_tip bend')"
 }
 
+@test "colour of the steel's brightness is seen: rust, discoloration, contamination found and named; no good image flagged" {
+	local e=$BATS_FILE_TMPDIR/s3.eval
+	# the drawn tints change luma by under 4%: colour is what tells them
+	run jq -c 'select(.defect != .detected or (.defect and (.iou | min) < 0.4))' "$e"
+	assert_output ""
+	run jq -r 'select(.kind | IN("rust_tint", "heat_tint", "residue")) | "\(.kind) \(.type)"' "$e"
+	assert_output "$(printf '%s\n' 'rust_tint rust' 'heat_tint discoloration' 'residue contamination' \
+		'rust_tint rust' 'heat_tint discoloration' 'residue contamination')"
+	# brightness alone (chroma_weight 0) misses the rust tint at the default threshold
+	local r=$BATS_TEST_TMPDIR/refs
+	mkdir -p "$r"
+	cp -r "$S3/reference/$SKU" "$r/"
+	echo '{"chroma_weight": 0}' >"$r/$SKU/reference.json"
+	run --separate-stderr "$REFAN" -r "$r" analyze "$S3/samples/rust_tint-004.jpg"
+	assert_success
+	assert_equal "$(jq -r '.defect_findings.defect_detected' <<<"$output")" false
+	run --separate-stderr "$REFAN" -r "$S3/reference" analyze "$S3/samples/rust_tint-004.jpg"
+	assert_success
+	run jq -r '.defect_findings | [.defect_detected, .defect_type, (.description | test("orange-brown region"))] | @tsv' <<<"$output"
+	assert_output "$(printf 'true\trust\ttrue')"
+}
+
+@test "kinds from the region itself: a pit, a dent and a scratch are not edge defects" {
+	run jq -r 'select(.kind | IN("pit", "dent")) | "\(.kind) \(.type)"' "$BATS_FILE_TMPDIR/s3.eval"
+	assert_output "$(printf '%s\n' 'pit chip' 'dent other' 'pit chip' 'dent other')"
+	run --separate-stderr "$REFAN" -r "$S3/reference" analyze "$S3/samples/pit-007.jpg" "$S3/samples/dent-008.jpg"
+	assert_success
+	assert_line --index 0 --regexp '"description":"dark region [0-9]+×[0-9]+ px on the part \(a pit\), [0-9.]+× the threshold"'
+	assert_line --index 1 --regexp '"description":"bright region [0-9]+×[0-9]+ px on the part \(a bright spot \(a dent\?\)\)'
+	run jq -r 'select(.kind == "scratch") | .type' "$BATS_FILE_TMPDIR/s1.eval"
+	assert_output "$(printf 'scratch\nscratch')"
+}
+
+@test "severity is graded from size and contrast: minor, major and critical all occur; the SKU's limits move it" {
+	run sh -c "cat '$BATS_FILE_TMPDIR/s1.eval' '$BATS_FILE_TMPDIR/s3.eval' | jq -r 'select(.defect) | .severity' | sort | uniq -c | wc -l"
+	assert_output 3
+	local r=$BATS_TEST_TMPDIR/refs
+	mkdir -p "$r"
+	cp -r "$S1/reference/$SKU" "$r/"
+	# limits so high that every region is minor
+	echo '{"major_area": 50, "critical_area": 60, "major_ratio": 90, "critical_ratio": 95}' >"$r/$SKU/reference.json"
+	run --separate-stderr "$REFAN" -r "$r" analyze "$S1/samples/rust-009.jpg" "$S1/samples/chip-006.jpg"
+	assert_success
+	run jq -r '[.defect_findings.defect_detected, .defect_findings.severity, ([.analysis.regions[].severity] | unique | join(","))] | @tsv' <<<"$output"
+	assert_output "$(printf 'true\tminor\tminor\ntrue\tminor\tminor')"
+	# and limits that contradict each other are refused
+	echo '{"major_ratio": 6, "critical_ratio": 5}' >"$r/$SKU/reference.json"
+	run --separate-stderr "$REFAN" -r "$r" analyze "$S1/samples/rust-009.jpg"
+	assert_equal "$status" 78
+	[[ $output == *'"code":"bad_thresholds"'* ]]
+}
+
+@test "a cache file partly overwritten fails its checksum, is rebuilt (logged) and gives the same bytes" {
+	local f=$S1/samples/chip-006.jpg
+	run --separate-stderr "$REFAN" -r "$S1/reference" analyze "$f"
+	assert_success
+	local first=$output model
+	model=$(ls "$DQ_CACHE_DIR"/*.model)
+	# garbage over 8 KB in the middle of the planes, the size unchanged
+	head -c 8192 /dev/urandom | dd of="$model" bs=1 seek=3000000 conv=notrunc status=none
+	run --separate-stderr "$REFAN" -r "$S1/reference" analyze "$f"
+	assert_success
+	assert_equal "$output" "$first"
+	run jq -r 'select(.event == "cache_corrupt" or .event == "reference_model") | [.event, .level, .reason // "-"] | @tsv' <<<"$stderr"
+	assert_output "$(printf 'cache_corrupt\tWARNING\tchecksum mismatch\nreference_model\tINFO\t-')"
+	# the rebuilt file is whole: the next process loads it without a word
+	run --separate-stderr "$REFAN" -r "$S1/reference" analyze "$f"
+	assert_success
+	assert_equal "$output" "$first"
+	assert_equal "$stderr" ""
+	# a truncated file is rebuilt too
+	truncate -s 5000000 "$model"
+	run --separate-stderr "$REFAN" -r "$S1/reference" analyze "$f"
+	assert_success
+	assert_equal "$output" "$first"
+	[[ $stderr == *'"event":"cache_corrupt"'*'"reason":"the wrong size"'* ]]
+}
+
 @test "WebP at 1200x900, four threads at once: same results as one thread, all found" {
 	run --separate-stderr "$REFAN" -j 4 eval "$S2"
 	assert_success
@@ -116,7 +198,7 @@ setup() {
 	run jq -c '.defect_findings | keys_unsorted' <<<"$chip"
 	assert_output '["defect_detected","defect_type","severity","description","confidence","bounding_boxes"]'
 	run jq -r '.model_version, .analysis.analyzer, .analysis.reference.sku, .analysis.reference.images, .analysis.working_width, .analysis.working_height' <<<"$chip"
-	assert_output "$(printf '%s\n' dq-reference-1 reference "$SKU" 5 800 600)"
+	assert_output "$(printf '%s\n' dq-reference-2 reference "$SKU" 5 800 600)"
 	run jq -r '.defect_findings | [.defect_detected, .defect_type, (.severity | IN("minor","major","critical")), (.confidence >= 0.5 and .confidence <= 1), (.confidence | tostring | test("^(0|1)(\\.[0-9]{1,4})?$"))] | @tsv' <<<"$chip"
 	assert_output "$(printf 'true\tchip\ttrue\ttrue\ttrue')"
 	run jq -r '.defect_findings.description' <<<"$chip"
