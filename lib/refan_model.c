@@ -846,8 +846,8 @@ dq_reference_skus(const char *refdir, char *only, size_t size, struct dq_err *er
 		return nsku;
 	if (nimg > 0)
 		dq_err_system(err, DQ_EX_CONFIG, "bad_reference_dir",
-		    "DQ_REFERENCE_DIR %s holds images (%s%s) but no SKU directory: one level "
-		    "too deep? Expected %s/<SKU>/<images>: point it at its parent",
+		    "DQ_REFERENCE_DIR %s holds images (%s%s) but no SKU directory (one level "
+		    "too deep?): expected %s/<SKU>/<images>; point it at its parent",
 		    refdir, img, nimg > 1 ? ", ..." : "", refdir);
 	else if (ndirs == 0)
 		dq_err_system(err, DQ_EX_CONFIG, "bad_reference_dir",

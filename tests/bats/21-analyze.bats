@@ -162,6 +162,79 @@ strip_times() {
 	assert_regex "$stderr" 'no analyzer configured'
 }
 
+# check_msg STDERR: the message of the check_failed or system_error log line.
+check_msg() {
+	jq -r 'select(.event == "check_failed" or .event == "system_error") | "\(.code): \(.msg)"' <<<"$1"
+}
+
+@test "--check refuses a reference directory without a SKU: too deep, empty, /etc, missing (78, what it found and expected)" {
+	local t=$BATS_TEST_TMPDIR
+	mkdir "$t/empty"
+	DQ_REFERENCE_DIR=$S/reference/WK-KN-200 run --separate-stderr dq-analyze --check
+	assert_failure 78
+	assert_output ""
+	assert_regex "$(check_msg "$stderr")" "^bad_reference_dir: DQ_REFERENCE_DIR $S/reference/WK-KN-200 holds images \(ref-0[123]\.png, \.\.\.\) but no SKU directory \(one level too deep\?\): expected $S/reference/WK-KN-200/<SKU>/<images>; point it at its parent$"
+	DQ_REFERENCE_DIR=$t/empty run --separate-stderr dq-analyze --check
+	assert_failure 78
+	assert_equal "$(check_msg "$stderr")" "bad_reference_dir: DQ_REFERENCE_DIR $t/empty holds no SKU directory: expected $t/empty/<SKU>/<images>"
+	DQ_REFERENCE_DIR=/etc run --separate-stderr dq-analyze --check
+	assert_failure 78
+	assert_regex "$(check_msg "$stderr")" '^bad_reference_dir: DQ_REFERENCE_DIR /etc holds [0-9]+ director(y|ies) but none with PNG, JPEG or WebP images: expected /etc/<SKU>/<images>$'
+	DQ_REFERENCE_DIR=$t/missing run --separate-stderr dq-analyze --check
+	assert_failure 78
+	assert_regex "$(check_msg "$stderr")" "^reference_unreadable: DQ_REFERENCE_DIR $t/missing: No such file or directory; expected .*$t/missing/<SKU>/<images>$"
+	# a SKU directory without images does not make a SKU either
+	mkdir -p "$t/notes/WK-KN-200"
+	touch "$t/notes/WK-KN-200/readme.txt"
+	DQ_REFERENCE_DIR=$t/notes run --separate-stderr dq-analyze --check
+	assert_failure 78
+	assert_regex "$(check_msg "$stderr")" 'holds 1 directory but none with PNG, JPEG or WebP images'
+}
+
+@test "--check refuses a cache directory that cannot be written, and creates nothing" {
+	local t=$BATS_TEST_TMPDIR
+	touch "$t/file"
+	DQ_CACHE_DIR=$t/file run --separate-stderr dq-analyze --check
+	assert_failure 78
+	assert_equal "$(check_msg "$stderr")" "cache_unwritable: DQ_CACHE_DIR $t/file: $t/file is not a directory; expected a directory the reference models can be written to"
+	DQ_CACHE_DIR=$t/file/models run --separate-stderr dq-analyze --check
+	assert_failure 78
+	assert_regex "$(check_msg "$stderr")" "^cache_unwritable: DQ_CACHE_DIR $t/file/models: .*Not a directory"
+	# one that does not exist yet is fine when it can be made, and is not made
+	DQ_CACHE_DIR=$t/new/cache run --separate-stderr dq-analyze --check
+	assert_success
+	[ ! -e "$t/new" ]
+}
+
+@test "terminal mode without --sku says the real cause: no analyzer, a bad reference directory, an analyzer not built" {
+	local f=$S/samples/good-001.jpg t=$BATS_TEST_TMPDIR
+	unset DQ_LOCAL_DIR
+	DQ_REFERENCE_DIR=$S/reference/WK-KN-200 run --separate-stderr dq-analyze "$f"
+	assert_failure 78
+	assert_output ""
+	assert_regex "$(check_msg "$stderr")" '^bad_reference_dir: .*one level too deep'
+	DQ_REFERENCE_DIR=$t/missing run --separate-stderr dq-analyze "$f"
+	assert_failure 78
+	assert_regex "$(check_msg "$stderr")" "^reference_unreadable: DQ_REFERENCE_DIR $t/missing: No such file or directory"
+	DQ_ANALYZER=azure-openai run --separate-stderr dq-analyze "$f"
+	assert_failure 78
+	assert_equal "$(check_msg "$stderr")" "config: analyzer azure-openai is not available in this build"
+	(
+		unset DQ_REFERENCE_DIR DQ_ANALYZER
+		run --separate-stderr dq-analyze "$f"
+		assert_failure 78
+		assert_regex "$(check_msg "$stderr")" '^config: no analyzer configured'
+	)
+	# two SKUs: then --sku is what is missing
+	mkdir -p "$t/two"
+	cp -r "$S/reference/WK-KN-200" "$t/two/A"
+	cp -r "$S/reference/WK-KN-200" "$t/two/B"
+	DQ_REFERENCE_DIR=$t/two run --separate-stderr dq-analyze "$f"
+	assert_failure 64
+	assert_output ""
+	assert_regex "$stderr" '--sku is required: DQ_REFERENCE_DIR holds more than one SKU'
+}
+
 @test "a lock that cannot be renewed is never analyzed: retryable lock_lost" {
 	put "$S/samples/good-001.jpg" | dq-enqueue >/dev/null 2>&1
 	# a receipt whose lock is gone: another token, expired

@@ -144,6 +144,20 @@ processed_sums() {
 	assert_equal "$(jq -r .receipt.delivery_count <<<"$output" | sort -u)" 0
 }
 
+@test "a reference directory one level too deep, empty or /etc fails the preflight: 78, no message touched" {
+	send 2
+	mkdir "$BATS_TEST_TMPDIR/empty"
+	for dir in "$S/reference/WK-KN-200" "$BATS_TEST_TMPDIR/empty" /etc; do
+		DQ_REFERENCE_DIR=$dir run --separate-stderr dq-worker --drain
+		assert_failure 78
+		assert_equal "$(log_events "$stderr" | grep -c preflight_failed)" 1
+		assert_regex "$(jq -r 'select(.event == "check_failed") | .msg' <<<"$stderr")" "^DQ_REFERENCE_DIR $dir holds .*expected $dir/<SKU>/<images>"
+		assert_equal "$(ready_count) $(locked_count) $(dead_count)" "2 0 0"
+	done
+	run --separate-stderr dq-dequeue --peek -n 10 -w 0
+	assert_equal "$(jq -r .receipt.delivery_count <<<"$output" | sort -u)" 0
+}
+
 @test "SIGTERM during a batch settles everything received and exits 0" {
 	send 3
 	export WORKER_MAX_MESSAGES=3 DQ_TEST_ANALYZE_DELAY_MS=1500 LOG_LEVEL=DEBUG
