@@ -570,9 +570,13 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
 	Iw = dq_plane_new(m->W, m->H);
 	Aw = dq_plane_new(m->W, m->H);
 	Bw = dq_plane_new(m->W, m->H);
-	dq_warp_apply(&I, &w, 0, 0, 0, &Iw, w.a, w.b);
-	dq_warp_apply(&A, &w, 0, 0, 0, &Aw, w.a, 0);
-	dq_warp_apply(&B, &w, 0, 0, 0, &Bw, w.a, 0);
+	{
+		const struct dq_plane *in[3] = { &I, &A, &B };
+		struct dq_plane *o[3] = { &Iw, &Aw, &Bw };
+		const double gain[3] = { w.a, w.a, w.a }, off[3] = { w.b, 0, 0 };
+
+		dq_warp_apply3(in, &w, o, gain, off);
+	}
 	dq_plane_free(&I);
 	dq_plane_free(&A);
 	dq_plane_free(&B);

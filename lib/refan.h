@@ -76,6 +76,9 @@ struct dq_warp dq_register(const struct dq_pyrlevel lv[DQ_NLEV], const struct dq
 void dq_warp_apply(const struct dq_plane *I, const struct dq_warp *,
     double jitter_dx, double jitter_dy, double jitter_th, struct dq_plane *out,
     double gain, double off);
+/* The same warp of three planes of one size at once, jitter zero. */
+void dq_warp_apply3(const struct dq_plane *I[3], const struct dq_warp *,
+    struct dq_plane *out[3], const double gain[3], const double off[3]);
 /* Dilate (or erode) a 0/1 mask by a (2r+1) square, in place. */
 void dq_mask_filter(unsigned char *m, int w, int h, int r, int dilate);
 /* 3x3 maximum then 3x3 mean, in place. */

@@ -518,6 +518,46 @@ dq_warp_apply(const struct dq_plane *I, const struct dq_warp *w, double extra_dx
 	}
 }
 
+/*
+ * Three planes of one size through one warp (luma and chroma of an
+ * image): the same as dq_warp_apply on each, the sample positions and
+ * weights computed once.
+ */
+void
+dq_warp_apply3(const struct dq_plane *I[3], const struct dq_warp *w,
+    struct dq_plane *out[3], const double gain[3], const double off[3])
+{
+	double c = cos(w->th), s = sin(w->th), cx = out[0]->w / 2.0, cy = out[0]->h / 2.0;
+	int x, y, k, W = I[0]->w, H = I[0]->h;
+
+	for (y = 0; y < out[0]->h; y++) {
+		double ry = y + 0.5 - cy;
+		double sx = c * (0.5 - cx) - s * ry + cx + w->dx;
+		double sy = s * (0.5 - cx) + c * ry + cy + w->dy;
+
+		for (x = 0; x < out[0]->w; x++, sx += c, sy += s) {
+			double fx = sx - 0.5, fy = sy - 0.5, ax, ay;
+			int x0, y0, x1, y1;
+
+			fx = fx < 0 ? 0 : fx > W - 1 ? W - 1 : fx;
+			fy = fy < 0 ? 0 : fy > H - 1 ? H - 1 : fy;
+			x0 = (int)fx;
+			y0 = (int)fy;
+			x1 = x0 + 1 < W ? x0 + 1 : x0;
+			y1 = y0 + 1 < H ? y0 + 1 : y0;
+			ax = fx - x0;
+			ay = fy - y0;
+			for (k = 0; k < 3; k++) {
+				const float *r0 = I[k]->p + (size_t)y0 * W, *r1 = I[k]->p + (size_t)y1 * W;
+				float v = (float)((r0[x0] * (1 - ax) + r0[x1] * ax) * (1 - ay) +
+				    (r1[x0] * (1 - ax) + r1[x1] * ax) * ay);
+
+				out[k]->p[(size_t)y * out[0]->w + x] = (float)(gain[k] * v + off[k]);
+			}
+		}
+	}
+}
+
 /* ---------- binary morphology on byte masks ---------- */
 
 void
