@@ -37,7 +37,8 @@ export DQ_LOCAL_DIR=$dir DQ_ANALYZER=reference DQ_REFERENCE_DIR=$dir/data/refere
 export DQ_CACHE_DIR=$dir/cache DQ_LOG_FORMAT=json DQ_WORKER_WAIT_SECONDS=${DQ_WORKER_WAIT_SECONDS:-1}
 
 echo "== writing references and samples: dq-synth -s $seed -o $dir/data"
-dq-synth -s "$seed" -o "$dir/data" -W 1000 -H 750 --refs 4 --good 4 --defects 6 2>"$dir/logs/synth.log"
+dq-synth -s "$seed" -o "$dir/data" -W 1000 -H 750 --refs 4 --good 4 --defects 6 \
+	--kinds chip,wavy,scratch,rust,bent_tip,rust_tint 2>"$dir/logs/synth.log"
 cd "$dir/data"
 echo "   $(find reference/$sku -type f -name '*.png' | wc -l) references in data/reference/$sku/," \
 	"$(find samples -type f | wc -l) samples in data/samples/"
