@@ -1029,6 +1029,16 @@ fail_m:
 	dq_refmodel_free(m);
 fail:
 	m = NULL;
+	/*
+	 * A SKU without references is the record's fault only when the
+	 * directory holds references at all: otherwise it is the setting's
+	 * (one level too deep, empty), and every record would fail alike.
+	 */
+	if (err->scope == DQ_SCOPE_RECORD && strcmp(err->code, "no_reference") == 0) {
+		char only[80];
+
+		(void)dq_reference_skus(refdir, only, sizeof only, err);
+	}
 done:
 	for (i = 0; i < nimg; i++) {
 		free(ri[i].name);

@@ -216,9 +216,22 @@ setup() {
 	assert_output "$(printf 'no_reference\trecord\t65\tno reference images for SKU WK-KN-999: put known-good images in %s/WK-KN-999/' "$S1/reference")"
 	mkdir -p "$BATS_TEST_TMPDIR/refs/EMPTY"
 	touch "$BATS_TEST_TMPDIR/refs/EMPTY/notes.txt"
+	cp -r "$S1/reference/$SKU" "$BATS_TEST_TMPDIR/refs/"
 	run --separate-stderr "$REFAN" -r "$BATS_TEST_TMPDIR/refs" -s EMPTY analyze "$S1/samples/good-001.jpg"
 	assert_equal "$status" 65
 	[[ $output == *'"code":"no_reference"'* && $output == *"$BATS_TEST_TMPDIR/refs/EMPTY/"* ]]
+}
+
+@test "no SKU's references at all is the setting's fault, not the record's: a system error, 78" {
+	# one level too deep: every record would fail alike
+	run --separate-stderr "$REFAN" -r "$S1/reference/$SKU" analyze "$S1/samples/good-001.jpg"
+	assert_equal "$status" 78
+	run jq -r '.error | [.code, .scope, (.message | test("holds images .* but no SKU directory"))] | @tsv' <<<"$output"
+	assert_output "$(printf 'bad_reference_dir\tsystem\ttrue')"
+	mkdir -p "$BATS_TEST_TMPDIR/refs/EMPTY"
+	run --separate-stderr "$REFAN" -r "$BATS_TEST_TMPDIR/refs" -s EMPTY analyze "$S1/samples/good-001.jpg"
+	assert_equal "$status" 78
+	[[ $output == *'"code":"bad_reference_dir"'* ]]
 }
 
 @test "an unreadable reference directory or a corrupt reference is a system error, 78" {

@@ -191,6 +191,15 @@ check_msg() {
 	assert_regex "$(check_msg "$stderr")" 'holds 1 directory but none with PNG, JPEG or WebP images'
 }
 
+@test "records with a reference directory one level too deep stop the stage (78) instead of failing one by one" {
+	put "$S/samples/good-001.jpg" "$S/samples/good-002.jpg" >"$BATS_TEST_TMPDIR/m"
+	DQ_REFERENCE_DIR=$S/reference/WK-KN-200 run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/m"
+	assert_failure 78
+	assert_output ""
+	assert_regex "$(check_msg "$stderr")" '^bad_reference_dir: .*one level too deep'
+	refute_regex "$stderr" 'no_reference'
+}
+
 @test "--check refuses a cache directory that cannot be written, and creates nothing" {
 	local t=$BATS_TEST_TMPDIR
 	touch "$t/file"
