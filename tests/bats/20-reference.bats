@@ -35,6 +35,10 @@ setup() {
 	assert_equal "$status" 64
 	run --separate-stderr dq-synth -s 1 -o "$BATS_TEST_TMPDIR/x" --good many
 	assert_equal "$status" 64
+	run --separate-stderr dq-synth -s 1 -o "$BATS_TEST_TMPDIR/x" --kinds chip,rainbow
+	assert_equal "$status" 64
+	[[ $stderr == *"--kinds: unknown kind 'rainbow'"* ]]
+	[ ! -e "$BATS_TEST_TMPDIR/x" ]
 }
 
 @test "dq-synth: the same seed gives the same bytes, another seed other bytes" {
