@@ -230,20 +230,27 @@ model_derive(struct dq_refmodel *m)
 		m->fg[i] = fabs(m->mean[i] - m->bg) > tau;
 	/*
 	 * The part is solid: background-like pixels enclosed by it (dark
-	 * texture, rivets, engraving) are inside it, not outline.  Flood the
-	 * background from the frame; what it cannot reach is part.
+	 * texture, rivets, engraving) are inside it, not outline.  Close the
+	 * mask by outline_px, so that texture reaching the outline through a
+	 * narrow gap is enclosed too, then flood the background from the
+	 * frame; what it cannot reach is part.
 	 */
 	m->solid = dq_xmalloc(n);
 	memset(m->solid, 1, n);
 	{
 		int *st = dq_xmalloc(n * sizeof(int)), sp = 0;
+		unsigned char *cl = dq_xmalloc(n);
+
+		memcpy(cl, m->fg, n);
+		dq_mask_filter(cl, m->W, m->H, m->pr.outline_px, 1);
+		dq_mask_filter(cl, m->W, m->H, m->pr.outline_px, 0);
 
 		for (y = 0; y < m->H; y++)
 			for (x = 0; x < m->W; x++) {
 				size_t o = (size_t)y * m->W + x;
 
 				if ((x == 0 || y == 0 || x == m->W - 1 || y == m->H - 1) &&
-				    !m->fg[o] && m->solid[o]) {
+				    !cl[o] && m->solid[o]) {
 					m->solid[o] = 0;
 					st[sp++] = (int)o;
 				}
@@ -259,12 +266,13 @@ model_derive(struct dq_refmodel *m)
 				if (nx < 0 || ny < 0 || nx >= m->W || ny >= m->H)
 					continue;
 				o = (size_t)ny * m->W + nx;
-				if (!m->fg[o] && m->solid[o]) {
+				if (!cl[o] && m->solid[o]) {
 					m->solid[o] = 0;
 					st[sp++] = (int)o;
 				}
 			}
 		}
+		free(cl);
 		free(st);
 	}
 	/* outline band: within outline_px of the part's boundary */
