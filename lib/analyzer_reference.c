@@ -16,11 +16,17 @@
  * IDCT), resampled to the grid, registered to the template (rigid:
  * translation and rotation, sub-pixel; an exhaustive translation search
  * at 1/8 then Gauss-Newton down a pyramid, re-fitting gain and offset at
- * each step so lighting does not matter), and compared: z = (I - mean) /
- * sd.  Pixels with |z| >= k are closed (3x3), grouped (8-connected),
+ * each step so lighting does not matter), and compared in luma and in two
+ * colour planes (CIELAB's a* and b* near grey, in luma levels), each in
+ * its own tolerance, |z| the root of their summed squares, signed like
+ * luma: a colour change counts like a brightness change as visible.
+ * Pixels with |z| >= k are closed (3x3), grouped (8-connected),
  * nearby groups merged, groups below min_area dropped, and the kept ones
  * grown into |z| >= k_low for their extent.  Boxes go back through the
- * registration to the stored image's pixel grid.
+ * registration to the stored image's pixel grid.  Each region is named
+ * from itself (place against the part's outline, shape, sign, strength
+ * and colour of its contrast) and graded by its size and contrast
+ * against the SKU's limits.
  *
  * The model is cached as a file named by a hash of the algorithm
  * version, the threshold file and every reference's name and content,
