@@ -40,18 +40,22 @@ base_rev=$(git rev-parse --short "$BASE")
 "$synth" -s "$SEED" -o "$t/std" --good "$GOOD" --defects "$DEFECTS" --kinds all
 "$synth" -s "$SEED" -o "$t/big" -W 4000 -H 3000 --refs 3 --good 2 --defects 10 --kinds all
 
-# run NAME REFAN: both sets and the timing with one analyzer, into $t/NAME.*
-run() {
-	DQ_CACHE_DIR=$t/cache-$1 $one "$2" eval "$t/std" >"$t/$1.std.jsonl"
-	DQ_CACHE_DIR=$t/cache-$1 $one "$2" eval "$t/big" >"$t/$1.big.jsonl"
-	# ms per 4000x3000 image: every big sample RUNS times on one core, model warm
-	: >"$t/$1.times"
-	for f in "$t"/big/samples/*.jpg; do
-		DQ_CACHE_DIR=$t/cache-$1 $one "$2" -r "$t/big/reference" time "$f" "$RUNS" >>"$t/$1.times"
+# refan ANALYZER: the refan-test of base or new
+refan() { if [ "$1" = base ]; then echo "$t/base/tests/unit/refan-test"; else echo "$top/tests/unit/refan-test"; fi; }
+for a in base new; do
+	refan=$(refan "$a")
+	DQ_CACHE_DIR=$t/cache-$a $one "$refan" eval "$t/std" >"$t/$a.std.jsonl"
+	DQ_CACHE_DIR=$t/cache-$a $one "$refan" eval "$t/big" >"$t/$a.big.jsonl"
+	: >"$t/$a.times"
+done
+# ms per 4000x3000 image: every big sample RUNS times on one core, model
+# warm, base and new in turn so that a change of load hits both alike
+for f in "$t"/big/samples/*.jpg; do
+	for a in base new; do
+		refan=$(refan "$a")
+		DQ_CACHE_DIR=$t/cache-$a $one "$refan" -r "$t/big/reference" time "$f" "$RUNS" >>"$t/$a.times"
 	done
-}
-run base "$t/base/tests/unit/refan-test"
-run new "$top/tests/unit/refan-test"
+done
 
 # the defect_type each kind should get (dq-reference(7))
 want='{"none":"none","chip":"chip","wavy":"edge_irregularity","scratch":"scratch",
