@@ -6,7 +6,14 @@
  * fixed here once for every analyzer: the key order, the vocabulary, the
  * rounding.  An answer that does not fit is refused (fail closed), never
  * repaired into "no defect".
+ *
+ * Below are the store rules of DESIGN section 2, in one place: first
+ * writer wins; a replaced artifact is kept as <id>.<time>.json; a failure
+ * marker keeps the history of the message ids that failed, so that a
+ * redelivery of the same message is skipped while a message sent anew is
+ * analyzed again.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "dq.h"
@@ -149,4 +156,214 @@ dq_artifact_new(json_t *msg, const struct dq_analysis *a, const char *analyzer,
 	if (!doc)
 		dq_die(DQ_EX_TEMPFAIL, "cannot build the artifact");
 	return doc;
+}
+
+/* ---- artifacts and failure markers in the store ---- */
+
+int
+dq_message_reprocess(json_t *msg, time_t *requested_at)
+{
+	json_t *rp = json_object_get(msg, "reprocess");
+	time_t t;
+
+	if (!json_is_object(rp) ||
+	    dq_parse_rfc3339(json_string_value(json_object_get(rp, "requested_at")), &t) < 0)
+		return 0;
+	if (requested_at)
+		*requested_at = t;
+	return 1;
+}
+
+/* A blob of the processed container as JSON: 1 with *doc, 0 absent, -1 error. */
+static int
+get_json(struct dq_store *s, const char *name, json_t **doc, struct dq_err *err)
+{
+	unsigned char *data = NULL;
+	size_t len;
+	int r;
+
+	*doc = NULL;
+	if ((r = s->ops->get(s, dq_cfg.processed_container, name, &data, &len, NULL, err)) <= 0)
+		return r;
+	*doc = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, NULL);
+	free(data);
+	if (!json_is_object(*doc)) {
+		json_decref(*doc);
+		*doc = json_object();	/* unreadable: as good as empty */
+		dq_log(DQ_WARNING, "unreadable", json_pack("{s:s}", "blob", name),
+		    "%s/%s is not a JSON object: ignored", dq_cfg.processed_container, name);
+	}
+	return 1;
+}
+
+/*
+ * A marker's failures, first first.  A marker written before the history
+ * was kept stands for one failure of the message id it names (or none).
+ */
+static json_t *
+marker_failures(json_t *m)
+{
+	json_t *f = json_object_get(m, "failures");
+
+	if (json_is_array(f))
+		return json_incref(f);
+	if (!json_object_get(m, "error"))
+		return json_array();
+	return json_pack("[{s:O?,s:O?,s:O?,s:O}]",
+	    "message_id", json_object_get(m, "message_id"),
+	    "failed_at", json_object_get(m, "failed_at"),
+	    "attempts", json_object_get(m, "attempts"),
+	    "error", json_object_get(m, "error"));
+}
+
+/* The failure of message id mid (NULL: the last one), or NULL. */
+static json_t *
+failure_of(json_t *failures, const char *mid)
+{
+	json_t *f;
+	size_t i;
+
+	if (!mid)
+		return json_array_get(failures, json_array_size(failures) - 1);
+	json_array_foreach(failures, i, f) {
+		const char *fm = json_string_value(json_object_get(f, "message_id"));
+
+		if (fm && strcmp(fm, mid) == 0)
+			return f;
+	}
+	return NULL;
+}
+
+int
+dq_skip_existing(struct dq_store *s, json_t *rec, json_t **skipped, struct dq_err *err)
+{
+	json_t *msg = json_object_get(rec, "message"), *doc = NULL, *failures, *f;
+	const char *id = json_string_value(json_object_get(msg, "image_id"));
+	const char *mid = json_string_value(json_object_get(json_object_get(rec, "receipt"), "message_id"));
+	char name[64];
+	time_t asked, done;
+	int r;
+
+	*skipped = NULL;
+	dq_artifact_name(id, name, sizeof name);
+	if (dq_message_reprocess(msg, &asked)) {
+		/* Replace the artifact, unless this request was already done. */
+		if ((r = get_json(s, name, &doc, err)) < 0)
+			return -1;
+		if (r > 0 && dq_parse_rfc3339(json_string_value(json_object_get(json_object_get(doc,
+		    "timestamps"), "processed_at")), &done) == 0 && done > asked)
+			*skipped = json_pack("{s:s}", "reason", "processed");
+		json_decref(doc);
+		if (r > 0)
+			return *skipped != NULL;
+	} else if ((r = s->ops->exists(s, dq_cfg.processed_container, name, err)) != 0) {
+		if (r > 0)
+			*skipped = json_pack("{s:s}", "reason", "processed");
+		return r;
+	}
+	dq_marker_name(id, name, sizeof name);
+	if ((r = get_json(s, name, &doc, err)) <= 0)
+		return r;
+	/* The same message again costs nothing; a message sent anew is analyzed. */
+	failures = marker_failures(doc);
+	if ((f = failure_of(failures, mid)))
+		*skipped = json_pack("{s:s,s:O}", "reason", "failed", "error",
+		    json_object_get(f, "error"));
+	json_decref(failures);
+	json_decref(doc);
+	return *skipped != NULL;
+}
+
+int
+dq_marker_add(struct dq_store *s, json_t *rec, struct dq_put_result *res, struct dq_err *err)
+{
+	json_t *msg = json_object_get(rec, "message"), *receipt = json_object_get(rec, "receipt");
+	json_t *mid = json_object_get(receipt, "message_id"), *old = NULL, *failures = NULL;
+	json_t *entry, *doc;
+	const char *id = json_string_value(json_object_get(msg, "image_id"));
+	char name[64], now[21], *text;
+	int r = -1, tries;
+
+	dq_marker_name(id, name, sizeof name);
+	dq_rfc3339(time(NULL), now);
+	entry = json_pack("{s:O?,s:s,s:I,s:O}", "message_id", json_is_string(mid) ? mid : NULL,
+	    "failed_at", now, "attempts", json_integer_value(json_object_get(receipt, "delivery_count")),
+	    "error", json_object_get(rec, "error"));
+	for (tries = 0; tries < 3; tries++) {
+		json_decref(old);
+		json_decref(failures);
+		if ((r = get_json(s, name, &old, err)) < 0)
+			break;
+		failures = r > 0 ? marker_failures(old) : json_array();
+		if (json_is_string(mid) && failure_of(failures, json_string_value(mid))) {
+			/* This message's failure is on record already. */
+			memset(res, 0, sizeof *res);
+			res->existing = 1;
+			r = 0;
+			break;
+		}
+		json_array_append(failures, entry);
+		/* The latest failure on top, the whole history below it. */
+		doc = json_pack("{s:s,s:s,s:O,s:O,s:O,s:O,s:O,s:O}", "image_id", id,
+		    "status", "failed", "failed_at", json_object_get(entry, "failed_at"),
+		    "attempts", json_object_get(entry, "attempts"),
+		    "message_id", json_object_get(entry, "message_id"),
+		    "error", json_object_get(entry, "error"), "message", msg, "failures", failures);
+		text = dq_json_dumps(doc);
+		text = dq_xrealloc(text, strlen(text) + 2);
+		strcat(text, "\n");
+		r = dq_store_put(s, dq_cfg.processed_container, name, text, strlen(text),
+		    "application/json", NULL, old ? DQ_PUT_REPLACE : DQ_PUT_CREATE, res, err);
+		free(text);
+		json_decref(doc);
+		/* A first marker written meanwhile by another: read it and add to it. */
+		if (r < 0 || old || !res->existing)
+			break;
+	}
+	json_decref(old);
+	json_decref(failures);
+	json_decref(entry);
+	return r;
+}
+
+int
+dq_artifact_put(struct dq_store *s, json_t *doc, int replace, struct dq_put_result *res,
+    struct dq_err *err)
+{
+	const char *id = json_string_value(json_object_get(doc, "image_id"));
+	unsigned char *old = NULL;
+	size_t oldlen;
+	char name[64], kept[64], ts[25], stamp[24], *text;
+	struct dq_put_result kr;
+	int r;
+	size_t j = 0;
+
+	dq_artifact_name(id, name, sizeof name);
+	if (replace) {
+		/* What is replaced stays findable: <id>.<when>.json beside it. */
+		if ((r = s->ops->get(s, dq_cfg.processed_container, name, &old, &oldlen, NULL, err)) < 0)
+			return -1;
+		if (r > 0) {
+			dq_rfc3339_ms(dq_now_ms(), ts);
+			for (size_t i = 0; ts[i] && j < sizeof stamp - 1; i++)
+				if (ts[i] != '-' && ts[i] != ':' && ts[i] != '.')
+					stamp[j++] = ts[i];
+			stamp[j] = '\0';
+			snprintf(kept, sizeof kept, "%s.%s.json", id, stamp);
+			r = dq_store_put(s, dq_cfg.processed_container, kept, old, oldlen,
+			    "application/json", NULL, DQ_PUT_CREATE_SAME, &kr, err);
+			free(old);
+			if (r < 0)
+				return -1;
+			dq_log(DQ_INFO, "artifact_kept", json_pack("{s:s,s:s}", "image_id", id, "blob", kept),
+			    "replaced artifact kept as %s/%s", dq_cfg.processed_container, kept);
+		}
+	}
+	text = dq_json_dumps(doc);
+	text = dq_xrealloc(text, strlen(text) + 2);
+	strcat(text, "\n");
+	r = dq_store_put(s, dq_cfg.processed_container, name, text, strlen(text),
+	    "application/json", NULL, replace ? DQ_PUT_REPLACE : DQ_PUT_CREATE, res, err);
+	free(text);
+	return r;
 }

@@ -390,7 +390,10 @@ struct dq_queue_ops {
 	int (*receive)(struct dq_queue *, int max, int64_t wait_ms, int flags,
 	    json_t *out, struct dq_err *);
 	/* Settlement through a receipt; a stale or unknown lock is record
-	 * error "lock_lost" (retryable). */
+	 * error "lock_lost" (retryable).  abandon returns 1 where the backend
+	 * dead-lettered the message instead (its last delivery), else 0.  A
+	 * backend that dead-letters a message logs it, once, as
+	 * "dead_lettered". */
 	int (*complete)(struct dq_queue *, json_t *receipt, struct dq_err *);
 	int (*abandon)(struct dq_queue *, json_t *receipt, struct dq_err *);
 	/* NULL where the backend cannot dead-letter (Service Bus REST). */
@@ -474,6 +477,42 @@ int dq_findings_check(json_t *findings, long width, long height, struct dq_err *
 json_t *dq_artifact_new(json_t *msg, const struct dq_analysis *,
     const char *analyzer, const char *sha256, const struct dq_image_info *,
     const char *processed_at, int64_t duration_ms);
+
+/* settle.c: what becomes of a record at the end of the pipeline (dq(7)). */
+enum dq_action { DQ_COMPLETE, DQ_ABANDON, DQ_DEAD_LETTER };
+struct dq_fate {
+	enum dq_action action;
+	int marker;		/* the image's own failure for good: write a failure marker */
+	const char *reason;	/* why (dead-letter reason, abandon cause); borrowed from rec */
+	const char *description;
+	const char *event;	/* a log event the decision deserves ("poison", ...) or NULL */
+};
+/* 0 when the record error (rec["error"]) is about the circumstances
+ * (dq(7)'s table: shutdown, lock_lost, raw_missing, an outage), not the image. */
+int dq_error_is_images(json_t *error);
+/*
+ * The one decision for rec: marker or not (for dq-put), complete, abandon
+ * or dead-letter (for dq-dequeue --settle).  require NULL: no --require.
+ */
+void dq_record_fate(json_t *rec, long max_attempts, const char *require, struct dq_fate *);
+
+/* 1 when msg asks for its artifact to be replaced (reprocess.requested_at). */
+int dq_message_reprocess(json_t *msg, time_t *requested_at);
+/*
+ * --skip-existing for rec: 1 with *skipped (new ref) when no analysis is
+ * needed: an artifact (unless the message asks to reprocess and the
+ * artifact is older than the request), or a failure marker that recorded
+ * this message id (any marker for a record without a receipt); 0 when
+ * the record is to be analyzed; -1 with err.
+ */
+int dq_skip_existing(struct dq_store *, json_t *rec, json_t **skipped, struct dq_err *);
+/* Write rec's failure into <id>.error.json, appending to its history;
+ * existing=1 when this message id's failure was already there. */
+int dq_marker_add(struct dq_store *, json_t *rec, struct dq_put_result *, struct dq_err *);
+/* Store an artifact: first writer wins, or with replace overwrite it,
+ * keeping the replaced one as <id>.<YYYYMMDDTHHMMSSmmmZ>.json. */
+int dq_artifact_put(struct dq_store *, json_t *doc, int replace, struct dq_put_result *,
+    struct dq_err *);
 
 /* lease.c: keeping alive the locks of the records a stage holds. */
 struct dq_keeper;

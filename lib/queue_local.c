@@ -449,8 +449,10 @@ bury(struct spool *sp, const struct ent *e, const char *reason,
 	if (unlink(claim) < 0 && errno != ENOENT)
 		dq_log(DQ_WARNING, "spool_io", json_pack("{s:s}", "queue", sp->name),
 		    "unable to remove %s: %s", claim, strerror(errno));
-	dq_log(DQ_WARNING, "dead_lettered", json_pack("{s:s,s:O,s:I,s:s}",
-	    "queue", sp->name, "message_id", json_object_get(doc, "message_id"),
+	dq_log(DQ_WARNING, "dead_lettered", json_pack("{s:s,s:s?,s:O,s:I,s:s}",
+	    "queue", sp->name, "image_id",
+	    json_string_value(json_object_get(json_object_get(doc, "body"), "image_id")),
+	    "message_id", json_object_get(doc, "message_id"),
 	    "delivery_count", (json_int_t)e->dc, "reason", reason),
 	    "dead-lettered: %s: %s", reason, desc);
 	ret = 1;
@@ -1066,7 +1068,7 @@ local_abandon(struct dq_queue *q, json_t *receipt, struct dq_err *err)
 		    e.dc, max_attempts());
 		if ((f = bury(sp, &e, "MaxDeliveryCountExceeded", desc, err)) < 0)
 			return -1;
-		return f == 0 ? lock_lost(err, sp, &r) : 0;
+		return f == 0 ? lock_lost(err, sp, &r) : 1;
 	}
 	if (mkpath(from, sizeof from, "%s/locked/%s", sp->dir, e.name) < 0 ||
 	    mkpath(to, sizeof to, "%s/%s/%0*llu.%lu", sp->dir,

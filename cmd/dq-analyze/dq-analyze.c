@@ -118,19 +118,6 @@ store_get(const char *cont, const char *name, unsigned char **data, size_t *len,
 	return r;
 }
 
-static int
-store_exists(const char *name, struct dq_err *err)
-{
-	int r;
-
-	pthread_mutex_lock(&store_mu);
-	r = store->ops->exists(store, dq_cfg.processed_container, name, err);
-	pthread_mutex_unlock(&store_mu);
-	if (r < 0 && err->scope == DQ_SCOPE_SYSTEM)
-		stop(err, NULL);
-	return r;
-}
-
 /*
  * Analyze an image for msg: the artifact, or NULL with err.  sha256 is
  * the checksum the message promises (NULL: none), annot the annotation's
@@ -189,7 +176,7 @@ process(struct job *j)
 	const char *id, *cont, *blob;
 	unsigned char *data = NULL;
 	size_t len;
-	char name[64], *annot = NULL;
+	char *annot = NULL;
 	int r, stopping;
 
 	rec = dq_lease_lock(j->lease);
@@ -210,20 +197,21 @@ process(struct job *j)
 	if (dq_message_check(msg, &err) < 0)
 		goto out;
 	if (skip_existing) {
-		dq_artifact_name(id, name, sizeof name);
-		if ((r = store_exists(name, &err)) < 0)
+		json_t *view = json_pack("{s:O,s:O?}", "message", msg, "receipt", receipt);
+
+		pthread_mutex_lock(&store_mu);
+		r = dq_skip_existing(store, view, &skipped, &err);
+		pthread_mutex_unlock(&store_mu);
+		json_decref(view);
+		if (r < 0 && err.scope == DQ_SCOPE_SYSTEM)
+			stop(&err, ctx_of(msg, receipt));
+		if (r < 0)
 			goto out;
-		if (r == 0) {
-			dq_marker_name(id, name, sizeof name);
-			if ((r = store_exists(name, &err)) < 0)
-				goto out;
-			if (r > 0)
-				skipped = json_pack("{s:s}", "reason", "failed");
-		} else
-			skipped = json_pack("{s:s}", "reason", "processed");
 		if (skipped) {
-			dq_log(DQ_INFO, "skipped", ctx_of(msg, receipt),
-			    "skipped: %s already in %s", name, dq_cfg.processed_container);
+			dq_log(DQ_INFO, "skipped", ctx_of(msg, receipt), "skipped: %s in %s",
+			    strcmp(json_string_value(json_object_get(skipped, "reason")), "failed") == 0 ?
+			    "this message's failure is on record" : "the artifact is already",
+			    dq_cfg.processed_container);
 			goto out;
 		}
 	}
@@ -239,7 +227,9 @@ process(struct job *j)
 		goto out;
 	}
 	if (r == 0) {
-		dq_err_record(&err, "raw_missing", "no raw image %s/%s", cont, blob);
+		/* Not the image's content: tried again, never marked failed. */
+		dq_err_set(&err, DQ_SCOPE_RECORD, DQ_EX_TEMPFAIL, 1, "raw_missing",
+		    "no raw image %s/%s", cont, blob);
 		goto out;
 	}
 	if (annotate_dir)

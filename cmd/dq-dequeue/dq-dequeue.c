@@ -92,17 +92,25 @@ settle_failed(json_t *rec, const struct dq_err *err)
 	status = dq_status_merge(status, err->status);
 }
 
+/* The settle table: each action's past tense, which is also its log event. */
+static const struct {
+	const char *past;
+	const char *event;
+} settled_as[] = {
+	[DQ_COMPLETE] = { "completed", "completed" },
+	[DQ_ABANDON] = { "abandoned", "abandoned" },
+	[DQ_DEAD_LETTER] = { "dead-lettered", NULL },	/* the backend logs dead_lettered */
+};
+
 static void
 settle(json_t *rec, const char *require, long max_attempts)
 {
 	json_t *receipt = json_object_get(rec, "receipt");
-	json_t *sk = json_object_get(rec, "skipped"), *e = json_object_get(rec, "error");
 	struct dq_queue *q;
 	struct dq_err err;
-	const char *action, *reason = NULL, *desc = NULL;
-	int retryable = 0, dead = json_is_true(json_object_get(receipt, "dead_letter"));
-	json_int_t dc = json_integer_value(json_object_get(receipt, "delivery_count"));
-	int r;
+	struct dq_fate f;
+	enum dq_action done;
+	int r, dead = json_is_true(json_object_get(receipt, "dead_letter"));
 
 	if (!json_is_object(receipt) || !json_string_value(json_object_get(receipt, "lock_token"))) {
 		dq_log(DQ_ERROR, "no_receipt", ctx_of(rec), "record has no receipt with a lock: nothing to settle");
@@ -110,51 +118,44 @@ settle(json_t *rec, const char *require, long max_attempts)
 		return;
 	}
 	q = queue_for(receipt);
-	if (dq_record_has_error(rec, &retryable)) {
-		reason = json_string_value(json_object_get(e, "code"));
-		desc = json_string_value(json_object_get(e, "message"));
-		action = retryable && dc < max_attempts ? "abandon" : "dead-letter";
-	} else if (sk) {
-		const char *why = json_string_value(json_object_get(sk, "reason"));
-
-		if (why && strcmp(why, "failed") == 0) {
-			action = "dead-letter";
-			reason = "failed";
-			desc = "a failure marker exists for this image";
-		} else
-			action = "complete";
-	} else if (require && !json_object_get(rec, require)) {
-		dq_log(DQ_WARNING, "incomplete", ctx_of(rec),
+	dq_record_fate(rec, max_attempts, require, &f);
+	if (f.event && strcmp(f.event, "incomplete") == 0)
+		dq_log(DQ_WARNING, f.event, ctx_of(rec),
 		    "record lacks \"%s\": abandoned, not completed", require);
-		action = "abandon";
-	} else
-		action = "complete";
+	else if (f.event && strcmp(f.event, "poison") != 0)
+		dq_log(DQ_WARNING, f.event, ctx_of(rec), "%s", f.description);
+	if (f.action == DQ_DEAD_LETTER && dead)
+		f.action = DQ_ABANDON;	/* read from the dead-letter queue: back there */
+	else if (f.action == DQ_DEAD_LETTER) {
+		json_t *ctx = ctx_of(rec);
 
-	if (strcmp(action, "dead-letter") == 0 && (dead || !q->ops->dead_letter)) {
-		/* Service Bus: the broker dead-letters at MaxDeliveryCount. */
-		if (!dead)
-			dq_log(DQ_ERROR, "poison", ctx_of(rec), "%s: %s (abandoned for the broker to dead-letter)",
-			    reason ? reason : "error", desc ? desc : "");
-		action = "abandon";
+		json_object_set_new(ctx, "reason", json_string(f.reason));
+		dq_log(DQ_ERROR, "poison", ctx, "%s: %s%s", f.reason,
+		    f.description ? f.description : "",
+		    q->ops->dead_letter ? "" : " (abandoned for the broker to dead-letter)");
+		if (!q->ops->dead_letter)
+			f.action = DQ_ABANDON;	/* Service Bus: the broker dead-letters at MaxDeliveryCount */
 	}
-	if (strcmp(action, "complete") == 0)
+	switch (f.action) {
+	case DQ_COMPLETE:
 		r = q->ops->complete(q, receipt, &err);
-	else if (strcmp(action, "abandon") == 0)
+		break;
+	case DQ_ABANDON:
 		r = q->ops->abandon(q, receipt, &err);
-	else {
-		dq_log(DQ_ERROR, "poison", ctx_of(rec), "dead-lettered: %s: %s",
-		    reason ? reason : "error", desc ? desc : "");
-		r = q->ops->dead_letter(q, receipt, reason ? reason : "error", desc ? desc : "", &err);
+		break;
+	default:
+		r = q->ops->dead_letter(q, receipt, f.reason, f.description ? f.description : "", &err);
+		break;
 	}
 	if (r < 0) {
 		settle_failed(rec, &err);
 		return;
 	}
-	action = strcmp(action, "complete") == 0 ? "completed" :
-	    strcmp(action, "abandon") == 0 ? "abandoned" : "dead-lettered";
-	json_object_set_new(rec, "settled", json_string(action));
-	dq_log(DQ_INFO, strcmp(action, "dead-lettered") == 0 ? "dead_lettered" : action,
-	    ctx_of(rec), "%s", action);
+	/* Print what happened: an abandon of the last delivery is a dead-lettering. */
+	done = f.action == DQ_ABANDON && r == 1 ? DQ_DEAD_LETTER : f.action;
+	json_object_set_new(rec, "settled", json_string(settled_as[done].past));
+	if (settled_as[done].event)
+		dq_log(DQ_INFO, settled_as[done].event, ctx_of(rec), "%s", settled_as[done].past);
 }
 
 static void

@@ -5,7 +5,7 @@
 
 #include "dq.h"
 
-static const char synopsis[] = "usage: dq-enqueue [-q QUEUE] [--new-id] < records\n";
+static const char synopsis[] = "usage: dq-enqueue [-q QUEUE] [--new-id | --reprocess] < records\n";
 
 static _Noreturn void
 usage(const char *why)
@@ -14,7 +14,7 @@ usage(const char *why)
 }
 
 static struct dq_queue *q;
-static int new_id, status;
+static int new_id, reprocess, status;
 
 static void
 enqueue(json_t *rec, void *arg)
@@ -36,10 +36,28 @@ enqueue(json_t *rec, void *arg)
 		dq_emit(rec);
 		return;
 	}
+	if (!new_id && json_is_true(json_object_get(json_object_get(rec, "receipt"), "dead_letter"))) {
+		/* Under its own id the queue would drop it as a duplicate, and a
+		 * settle after us would delete the only copy. */
+		dq_err_record(&err, "dead_letter_same_id", "read from the dead-letter queue: "
+		    "resent under its own message id it would be dropped as a duplicate; "
+		    "redrive with dq-enqueue --new-id");
+		dq_record_set_error(rec, "enqueue", &err);
+		dq_log_err(DQ_ERROR, "rejected", json_pack("{s:s}", "image_id", image_id), &err);
+		status = dq_status_merge(status, err.status);
+		dq_emit(rec);
+		return;
+	}
 	if (new_id)
 		dq_uuid_new(mid);
 	else
 		snprintf(mid, sizeof mid, "%s", image_id);
+	if (reprocess) {
+		char now[21];
+
+		dq_rfc3339(time(NULL), now);
+		json_object_set_new(msg, "reprocess", json_pack("{s:s}", "requested_at", now));
+	}
 	if ((r = q->ops->send(q, msg, mid, &err)) < 0) {
 		if (err.scope == DQ_SCOPE_SYSTEM)
 			dq_stop(status, &err, json_pack("{s:s}", "image_id", image_id));
@@ -49,7 +67,10 @@ enqueue(json_t *rec, void *arg)
 	} else {
 		json_object_set_new(rec, "enqueued", json_pack("{s:s,s:s}",
 		    "queue", q->name, "message_id", mid));
-		/* A duplicate is logged by the backend that saw it. */
+		/* A duplicate is logged by the backend that saw it; the record
+		 * says it was not sent, so that a settle does not delete it. */
+		if (r == 1)
+			json_object_set_new(json_object_get(rec, "enqueued"), "duplicate", json_true());
 		if (r == 0)
 			dq_log(DQ_INFO, "enqueued", json_pack("{s:s,s:s,s:s}", "image_id", image_id,
 			    "message_id", mid, "queue", q->name), "queued on %s", q->name);
@@ -63,6 +84,7 @@ main(int argc, char *argv[])
 	static const struct option opts[] = {
 		{ "queue", required_argument, NULL, 'q' },
 		{ "new-id", no_argument, NULL, 'n' },
+		{ "reprocess", no_argument, NULL, 'R' },
 		DQ_COMMON_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
@@ -76,6 +98,7 @@ main(int argc, char *argv[])
 		switch (c) {
 		case 'q': qname = optarg; break;
 		case 'n': new_id = 1; break;
+		case 'R': reprocess = new_id = 1; break;
 		case 'C': check = 1; break;
 		default: dq_cli_option(c, synopsis);
 		}

@@ -169,82 +169,58 @@ put_stored(char **ids, int n)
 	}
 }
 
-/* A failure for good: a permanent error, or a retryable one on the last delivery. */
-static int
-failed_for_good(json_t *rec)
-{
-	int retryable = 0;
-	json_int_t dc;
-
-	if (!dq_record_has_error(rec, &retryable))
-		return 0;
-	if (!retryable)
-		return 1;
-	dc = json_integer_value(json_object_get(json_object_get(rec, "receipt"), "delivery_count"));
-	return dc > 0 && dc >= max_attempts;
-}
-
 static void
 put_record(json_t *rec, int replace)
 {
 	struct dq_err err;
 	struct dq_put_result res;
-	json_t *doc, *msg = json_object_get(rec, "message");
+	struct dq_fate f;
+	json_t *doc = json_object_get(rec, "artifact"), *msg = json_object_get(rec, "message");
 	const char *id;
-	char name[64], now[21];
-	char *text;
-	int marker = 0;
+	char name[64];
+	int r;
 
 	if (json_object_get(rec, "skipped"))
 		return;
-	if ((doc = json_object_get(rec, "artifact"))) {
-		json_incref(doc);
-	} else if (failed_for_good(rec) && dq_uuid_valid(json_string_value(json_object_get(msg, "image_id")))) {
-		dq_rfc3339(time(NULL), now);
-		doc = json_pack("{s:O,s:s,s:s,s:I,s:O,s:O}",
-		    "image_id", json_object_get(msg, "image_id"), "status", "failed",
-		    "failed_at", now, "attempts",
-		    json_integer_value(json_object_get(json_object_get(rec, "receipt"), "delivery_count")),
-		    "error", json_object_get(rec, "error"), "message", msg);
-		marker = 1;
-	} else
+	dq_record_fate(rec, max_attempts, NULL, &f);
+	if (doc)
+		id = json_string_value(json_object_get(doc, "image_id"));
+	else if (f.marker)
+		id = json_string_value(json_object_get(msg, "image_id"));
+	else
 		return;	/* nothing to write: passed on as it is */
-	id = json_string_value(json_object_get(doc, "image_id"));
 	if (!dq_uuid_valid(id)) {
+		if (!doc)
+			return;	/* no message to mark: the error travels on */
 		dq_err_record(&err, "bad_artifact", "artifact has no valid image_id");
 		dq_record_set_error(rec, "put", &err);
 		status = dq_status_merge(status, err.status);
-		json_decref(doc);
 		return;
 	}
-	if (marker)
-		dq_marker_name(id, name, sizeof name);
-	else
+	if (doc) {
 		dq_artifact_name(id, name, sizeof name);
-	text = dq_json_dumps(doc);
-	text = dq_xrealloc(text, strlen(text) + 2);
-	strcat(text, "\n");
-	if (dq_store_put(store, dq_cfg.processed_container, name, text, strlen(text),
-	    "application/json", NULL, replace && !marker ? DQ_PUT_REPLACE : DQ_PUT_CREATE,
-	    &res, &err) < 0) {
+		r = dq_artifact_put(store, doc, replace || dq_message_reprocess(msg, NULL), &res, &err);
+	} else {
+		dq_marker_name(id, name, sizeof name);
+		r = dq_marker_add(store, rec, &res, &err);
+	}
+	if (r < 0) {
 		if (err.scope == DQ_SCOPE_SYSTEM)
 			dq_stop(status, &err, json_pack("{s:s}", "image_id", id));
 		dq_record_set_error(rec, "put", &err);
 		status = dq_status_merge(status, err.status);
-	} else {
-		json_t *st = json_pack("{s:s,s:s,s:s}", "container", dq_cfg.processed_container,
-		    "blob_name", name, "etag", res.etag);
-
-		if (res.existing)
-			json_object_set_new(st, "existing", json_true());
-		json_object_set_new(rec, "stored", st);
-		dq_log(DQ_INFO, marker ? "failure_marker" : "artifact_stored",
-		    json_pack("{s:s,s:s,s:b}", "image_id", id, "blob", name, "existing", res.existing),
-		    "%s %s/%s", res.existing ? "already stored:" : "stored",
-		    dq_cfg.processed_container, name);
+		return;
 	}
-	free(text);
-	json_decref(doc);
+	json_t *st = json_pack("{s:s,s:s,s:s}", "container", dq_cfg.processed_container,
+	    "blob_name", name, "etag", res.etag);
+
+	if (res.existing)
+		json_object_set_new(st, "existing", json_true());
+	json_object_set_new(rec, "stored", st);
+	dq_log(DQ_INFO, doc ? "artifact_stored" : "failure_marker",
+	    json_pack("{s:s,s:s,s:b}", "image_id", id, "blob", name, "existing", res.existing),
+	    "%s %s/%s", res.existing ? "already stored:" : "stored",
+	    dq_cfg.processed_container, name);
 }
 
 static void
