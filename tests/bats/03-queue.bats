@@ -69,12 +69,14 @@ with_error() { # retryable
 }
 export -f with_error
 
-@test "a permanent error is dead-lettered at once" {
+@test "a permanent error is dead-lettered at once, logged once as dead_lettered and once as poison" {
 	make_messages 1 | dq-enqueue >/dev/null 2>&1
 	run --separate-stderr bash -c 'dq-dequeue | with_error false | dq-dequeue --settle'
 	assert_success
 	assert_equal "$(jq -r .settled <<<"$output")" dead-lettered
 	assert_equal "$(jq -r .receipt.delivery_count <<<"$output")" 1
+	assert_equal "$(log_events "$stderr" | grep -c '^dead_lettered$')" 1
+	assert_equal "$(jq -r 'select(.event == "poison") | .reason' <<<"$stderr")" model_down
 	run --separate-stderr dq-dequeue --dead-letter --peek -w 0
 	assert_equal "$(jq -r .receipt.dead_letter_reason <<<"$output")" model_down
 }
@@ -88,11 +90,13 @@ export -f with_error
 	assert_equal "$(ready_count)" 1
 }
 
-@test "a record skipped as processed is completed, one skipped as failed dead-lettered" {
+@test "a record skipped as processed is completed, one skipped as failed dead-lettered with the failure's reason" {
 	make_messages 2 | dq-enqueue >/dev/null 2>&1
-	run --separate-stderr bash -c 'dq-dequeue -n 2 | jq -c ". + {skipped: {reason: (if .receipt.sequence_number == 1 then \"processed\" else \"failed\" end)}}" | dq-dequeue --settle --require stored'
+	run --separate-stderr bash -c 'dq-dequeue -n 2 | jq -c ". + {skipped: (if .receipt.sequence_number == 1 then {reason: \"processed\"} else {reason: \"failed\", error: {code: \"no_reference\", message: \"no references\"}} end)}" | dq-dequeue --settle --require stored'
 	assert_success
 	assert_equal "$(jq -r .settled <<<"$output" | tr '\n' ' ')" "completed dead-lettered "
+	run --separate-stderr dq-dequeue --dead-letter --peek -n 10 -w 0
+	assert_equal "$(jq -r '[.receipt.dead_letter_reason, .receipt.dead_letter_description] | join(" ")' <<<"$output")" "no_reference no references"
 }
 
 @test "the same message id twice within the window is delivered once; --new-id sends again" {
@@ -131,6 +135,58 @@ export -f with_error
 	assert_equal "$(ready_count)" 3
 	run --separate-stderr dq-dequeue -n 10 -w 0
 	assert_equal "$(jq -r .receipt.delivery_count <<<"$output" | sort -u)" 1
+}
+
+# redrive [DQ-ENQUEUE OPTION]: the README's redrive; each stage's status in $BATS_TEST_TMPDIR/st.
+redrive() {
+	bash -c 'dq-dequeue --dead-letter -n 10 -w 0 | dq-enqueue "$@" | dq-dequeue --settle
+		echo "${PIPESTATUS[*]}" >"$BATS_TEST_TMPDIR/st"' _ "$@"
+}
+
+@test "redrive without --new-id deletes nothing: refused naming --new-id, the message stays dead-lettered" {
+	make_messages 1 | dq-enqueue >/dev/null 2>&1
+	dq-dequeue | with_error false | dq-dequeue --settle >/dev/null 2>&1
+	local n
+	for n in 1 2; do
+		run --separate-stderr redrive
+		assert_success
+		assert_equal "$(cat "$BATS_TEST_TMPDIR/st")" "0 65 0"
+		assert_equal "$(jq -r '[.error.stage, .error.code, .error.retryable, .settled] | join(" ")' <<<"$output")" \
+			"enqueue dead_letter_same_id false abandoned"
+		assert_regex "$(jq -r .error.message <<<"$output")" 'dq-enqueue --new-id'
+		assert_equal "$(jq -r 'select(.event == "rejected") | .code' <<<"$stderr")" dead_letter_same_id
+		assert_equal "$(ready_count)" 0
+		run --separate-stderr dq-dequeue --dead-letter --peek -n 10 -w 0
+		assert_equal "$(jq -r .receipt.dead_letter_reason <<<"$output")" model_down
+	done
+	# the documented redrive then resends it once
+	run --separate-stderr redrive --new-id
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/st")" "0 0 0"
+	assert_equal "$(jq -r .settled <<<"$output")" completed
+	assert_equal "$(ready_count)" 1
+}
+
+@test "a resend the queue drops as a duplicate says so, and settle abandons what was not resent" {
+	make_messages 1 | dq-enqueue >/dev/null 2>&1
+	run --separate-stderr bash -c 'dq-dequeue | dq-enqueue | dq-dequeue --settle'
+	assert_success
+	assert_equal "$(jq -c '[.enqueued.duplicate, .settled]' <<<"$output")" '[true,"abandoned"]'
+	assert_equal "$(log_events "$stderr" | grep -E '^(duplicate|not_resent)$' | tr '\n' ' ')" "duplicate not_resent "
+	# the only copy is still there
+	run --separate-stderr dq-dequeue --peek -n 10 -w 0
+	assert_equal "$(wc -l <<<"$output")" 1
+	assert_equal "$(jq -r .receipt.delivery_count <<<"$output")" 1
+}
+
+@test "a record abandoned on its last delivery that the spool dead-letters is printed as dead-lettered" {
+	export WORKER_MAX_DELIVERY_ATTEMPTS=1
+	make_messages 1 | dq-enqueue >/dev/null 2>&1
+	run --separate-stderr bash -c 'dq-dequeue | dq-dequeue --settle --require stored'
+	assert_success
+	assert_equal "$(jq -r .settled <<<"$output")" dead-lettered
+	assert_equal "$(log_events "$stderr" | grep -E '^(incomplete|abandoned|dead_lettered)$' | tr '\n' ' ')" "incomplete dead_lettered "
+	run --separate-stderr dq-dequeue --dead-letter --peek -n 10 -w 0
+	assert_equal "$(jq -r .receipt.dead_letter_reason <<<"$output")" MaxDeliveryCountExceeded
 }
 
 @test "a receiver killed with SIGKILL loses nothing: the messages come back after the lease" {

@@ -83,11 +83,110 @@ strip_times() {
 	assert_failure 65
 	assert_equal "$(jq -r .stored.blob_name <<<"$output")" "$id.error.json"
 	assert_equal "$(jq -r .error.code "$DQ_LOCAL_DIR/store/processed-images/$id.error.json")" no_reference
+	# a record without a receipt has no message id: any marker answers for it
 	run --separate-stderr dq-analyze --skip-existing <"$BATS_TEST_TMPDIR/m"
 	assert_success
-	assert_equal "$(jq -c .skipped <<<"$output")" '{"reason":"failed"}'
+	assert_equal "$(jq -c '[.skipped.reason, .skipped.error.code]' <<<"$output")" '["failed","no_reference"]'
 	assert_equal "$(jq -r .error <<<"$output")" null
 	refute_regex "$(log_events "$stderr")" 'analyz'
+}
+
+@test "a marker answers for the message that failed; a message sent anew is analyzed again and added to its history" {
+	SKU=WK-KN-999 put "$S/samples/good-001.jpg" | dq-enqueue >/dev/null 2>&1
+	dq-dequeue 2>/dev/null >"$BATS_TEST_TMPDIR/first"
+	local id mid
+	id=$(jq -r .message.image_id "$BATS_TEST_TMPDIR/first")
+	mid=$(jq -r .receipt.message_id "$BATS_TEST_TMPDIR/first")
+	dq-analyze --skip-existing <"$BATS_TEST_TMPDIR/first" 2>/dev/null | dq-put >/dev/null 2>&1 || true
+	# the same message again (a redelivery): no model call, the real reason
+	run --separate-stderr dq-analyze --skip-existing <"$BATS_TEST_TMPDIR/first"
+	assert_success
+	assert_equal "$(jq -c '[.skipped.reason, .skipped.error.code]' <<<"$output")" '["failed","no_reference"]'
+	refute_regex "$(log_events "$stderr")" 'analyz'
+	# sent again deliberately, under a new message id: analyzed again
+	dq-put --stored "$id" 2>/dev/null | dq-enqueue --new-id >/dev/null 2>&1
+	dq-dequeue -w 1 2>/dev/null >"$BATS_TEST_TMPDIR/second"
+	local mid2
+	mid2=$(jq -r .receipt.message_id "$BATS_TEST_TMPDIR/second")
+	[ "$mid2" != "$mid" ]
+	run --separate-stderr bash -c 'set -o pipefail; dq-analyze --skip-existing <"$1" | dq-put' _ "$BATS_TEST_TMPDIR/second"
+	assert_failure 65
+	assert_equal "$(jq -r .skipped <<<"$output")" null
+	assert_equal "$(jq -r '[.error.code, .stored.blob_name] | join(" ")' <<<"$output")" "no_reference $id.error.json"
+	assert_equal "$(log_events "$stderr" | grep -c '^analyze_failed$')" 1
+	# the history: both failures, the first one's reason kept
+	assert_equal "$(jq -r '.failures | map([.message_id, .error.code, (.attempts | tostring)] | join(" ")) | join(",")' \
+		"$DQ_LOCAL_DIR/store/processed-images/$id.error.json")" "$mid no_reference 1,$mid2 no_reference 1"
+	assert_equal "$(jq -r '[.message_id, .error.code] | join(" ")' "$DQ_LOCAL_DIR/store/processed-images/$id.error.json")" "$mid2 no_reference"
+	# dq-put again on the same failure adds nothing
+	run --separate-stderr bash -c 'dq-analyze <"$1" | dq-put' _ "$BATS_TEST_TMPDIR/second"
+	assert_equal "$(jq -r .stored.existing <<<"$output")" true
+	assert_equal "$(jq '.failures | length' "$DQ_LOCAL_DIR/store/processed-images/$id.error.json")" 2
+}
+
+@test "no failure marker for what is not the image's fault: lock_lost, shutdown, raw_missing on the last delivery" {
+	export WORKER_MAX_DELIVERY_ATTEMPTS=2
+	put "$S/samples/good-001.jpg" | jq -c '. + {receipt: {backend: "local", queue: "defect-jobs", message_id: .message.image_id, delivery_count: 2}}' >"$BATS_TEST_TMPDIR/r"
+	local code
+	for code in lock_lost shutdown raw_missing; do
+		jq -c --arg c "$code" '. + {error: {stage: "analyze", code: $c, message: "m", retryable: true, scope: "record"}}' \
+			"$BATS_TEST_TMPDIR/r" >"$BATS_TEST_TMPDIR/e"
+		run --separate-stderr dq-put <"$BATS_TEST_TMPDIR/e"
+		assert_success
+		assert_json_equal "$output" "$(cat "$BATS_TEST_TMPDIR/e")"
+	done
+	assert_equal "$(blob_count processed-images)" 0
+	# the image's own retryable failure on its last delivery is marked
+	jq -c '. + {error: {stage: "analyze", code: "bad_findings", message: "m", retryable: true, scope: "record"}}' \
+		"$BATS_TEST_TMPDIR/r" >"$BATS_TEST_TMPDIR/e"
+	run --separate-stderr dq-put <"$BATS_TEST_TMPDIR/e"
+	assert_success
+	assert_regex "$(jq -r .stored.blob_name <<<"$output")" '\.error\.json$'
+}
+
+@test "a missing raw image is retryable, never marked, and dead-lettered as raw_missing at the limit" {
+	export WORKER_MAX_DELIVERY_ATTEMPTS=1
+	put "$S/samples/good-001.jpg" | dq-enqueue >/dev/null 2>&1
+	rm "$DQ_LOCAL_DIR"/store/raw-images/*.jpg
+	run --separate-stderr bash -c 'dq-dequeue | dq-analyze --skip-existing | dq-put | dq-dequeue --settle --require stored'
+	assert_success
+	assert_equal "$(jq -r '[.error.code, .error.retryable, .stored, .settled] | join(" ")' <<<"$output")" "raw_missing true  dead-lettered"
+	assert_equal "$(blob_count processed-images)" 0
+	run --separate-stderr dq-dequeue --dead-letter --peek -w 0
+	assert_equal "$(jq -r .receipt.dead_letter_reason <<<"$output")" raw_missing
+}
+
+@test "reprocessing: a request older than the artifact is skipped, a newer one analyzed; --replace keeps what it replaced" {
+	put "$S/samples/good-001.jpg" >"$BATS_TEST_TMPDIR/m"
+	local id
+	id=$(jq -r .message.image_id "$BATS_TEST_TMPDIR/m")
+	dq-analyze <"$BATS_TEST_TMPDIR/m" 2>/dev/null | dq-put >/dev/null 2>&1
+	cp "$DQ_LOCAL_DIR/store/processed-images/$id.json" "$BATS_TEST_TMPDIR/old.json"
+	# already done after the request: a redelivery of it costs nothing
+	jq -c '.message.reprocess = {requested_at: "2020-01-01T00:00:00Z"}' "$BATS_TEST_TMPDIR/m" >"$BATS_TEST_TMPDIR/old-req"
+	run --separate-stderr dq-analyze --skip-existing <"$BATS_TEST_TMPDIR/old-req"
+	assert_success
+	assert_equal "$(jq -r .skipped.reason <<<"$output")" processed
+	# a request newer than the artifact: analyzed, and dq-put replaces
+	jq -c '.message.reprocess = {requested_at: "2099-01-01T00:00:00Z"}' "$BATS_TEST_TMPDIR/m" >"$BATS_TEST_TMPDIR/new-req"
+	run --separate-stderr bash -c 'dq-analyze --skip-existing <"$1" | dq-put' _ "$BATS_TEST_TMPDIR/new-req"
+	assert_success
+	assert_equal "$(jq -r '[.skipped, .stored.blob_name, .stored.existing] | join(" ")' <<<"$output")" " $id.json "
+	assert_json_equal "$(cat "$DQ_LOCAL_DIR/store/processed-images/$id.json")" "$(jq -c .artifact <<<"$output")"
+	# the replaced artifact is kept as <id>.<time>.json, byte for byte
+	local kept
+	kept=$(find "$DQ_LOCAL_DIR/store/processed-images" -maxdepth 1 -name "$id.2*.json")
+	assert_equal "$(wc -l <<<"$kept")" 1
+	cmp "$kept" "$BATS_TEST_TMPDIR/old.json"
+	assert_equal "$(jq -r 'select(.event == "artifact_kept") | .blob' <<<"$stderr")" "$(basename "$kept")"
+	# dq-put --stored lists no image that has an artifact
+	run --separate-stderr dq-put --stored
+	assert_success
+	assert_output ""
+	# dq-put --replace keeps what it replaces the same way
+	run --separate-stderr bash -c 'dq-analyze --force <"$1" | dq-put --replace' _ "$BATS_TEST_TMPDIR/m"
+	assert_success
+	assert_equal "$(find "$DQ_LOCAL_DIR/store/processed-images" -maxdepth 1 -name "$id.2*.json" | wc -l)" 2
 }
 
 @test "--skip-existing finds the artifact and calls no analyzer; --force analyzes anyway" {

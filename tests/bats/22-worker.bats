@@ -199,20 +199,105 @@ processed_sums() {
 	assert_equal "$(cat "$BATS_TEST_TMPDIR/out")" ""
 }
 
-@test "a permanent error is dead-lettered with a failure marker; a later delivery is not analyzed" {
-	send 1 WK-KN-999
+# get_image ID: GET /api/v1/images/ID from dq-ingest run as a CGI program; the JSON body.
+get_image() {
+	GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET PATH_INFO="/images/$1" REMOTE_ADDR=127.0.0.1 \
+		DQ_INSECURE_NO_AUTH=1 DQ_STATE_DIR="$BATS_TEST_TMPDIR/state" dq-ingest 2>/dev/null | sed '1,/^\r$/d'
+}
+
+# redrive: the README's redrive of every dead-lettered message.
+redrive() {
+	dq-dequeue --dead-letter -n 100 -w 0 2>/dev/null | dq-enqueue --new-id 2>/dev/null | dq-dequeue --settle 2>/dev/null
+}
+
+dead_reasons() {
+	dq-dequeue --dead-letter --peek -n 100 -w 0 2>/dev/null | jq -r .receipt.dead_letter_reason
+}
+
+@test "after the cause is fixed, a redrive analyzes again and the artifact answers; the marker keeps every failure" {
+	# references for WK-KN-200 only: WK-KN-300 fails no_reference
+	mkdir "$BATS_TEST_TMPDIR/ref"
+	cp -r "$S/reference/WK-KN-200" "$BATS_TEST_TMPDIR/ref/"
+	export DQ_REFERENCE_DIR=$BATS_TEST_TMPDIR/ref
+	send 1 WK-KN-300
 	local id
 	id=$(jq -r .message.image_id "$BATS_TEST_TMPDIR/sent")
 	run --separate-stderr dq-worker --drain
-	assert_success
 	assert_equal "$(jq -r .settled <<<"$output")" dead-lettered
-	assert_equal "$(jq -r .error.code "$DQ_LOCAL_DIR/store/processed-images/$id.error.json")" no_reference
-	dq-enqueue --new-id <"$BATS_TEST_TMPDIR/sent" >/dev/null 2>&1
+	assert_equal "$(dead_reasons)" no_reference
+	assert_equal "$(get_image "$id" | jq -r '[.status, .error.code] | join(" ")')" "failed no_reference"
+	# redriven before the fix: analyzed again, failed again with the real reason
+	assert_equal "$(redrive | jq -r .settled)" completed
 	run --separate-stderr dq-worker --drain
+	assert_equal "$(jq -r '[.error.code, .settled] | join(" ")' <<<"$output")" "no_reference dead-lettered"
+	assert_equal "$(log_events "$stderr" | grep -c '^analyze_failed$')" 1
+	assert_equal "$(dead_reasons)" no_reference
+	# the fix, and the same redrive: analyzed, stored, completed
+	cp -r "$S/reference/WK-KN-200" "$BATS_TEST_TMPDIR/ref/WK-KN-300"
+	assert_equal "$(redrive | jq -r .settled)" completed
+	run --separate-stderr dq-worker --drain
+	worker_ok
+	assert_equal "$(jq -r '[.stored.blob_name, .settled] | join(" ")' <<<"$output")" "$id.json completed"
+	assert_equal "$(dead_reasons)" ""
+	# the artifact answers for the image: GET, and --skip-existing whatever the message id
+	assert_equal "$(get_image "$id" | jq -r '.image_id + " " + (.defect_findings | has("severity") | tostring)')" "$id true"
+	run --separate-stderr bash -c 'dq-put --stored "$1" | dq-analyze --skip-existing' _ "$id"
+	assert_equal "$(jq -r .skipped.reason <<<"$output")" processed
+	# and the history is kept, first failure first
+	assert_equal "$(jq -r '.failures | map(.error.code) | join(" ")' "$DQ_LOCAL_DIR/store/processed-images/$id.error.json")" "no_reference no_reference"
+	# run again, the redrive finds nothing
+	assert_equal "$(redrive)" ""
+}
+
+@test "records not started because of SIGTERM on their last delivery get no marker and are dead-lettered as shutdown" {
+	export WORKER_MAX_DELIVERY_ATTEMPTS=1 DQ_TEST_ANALYZE_DELAY_MS=1500 LOG_LEVEL=DEBUG
+	send 3
+	dq-dequeue -n 3 2>/dev/null >"$BATS_TEST_TMPDIR/recv"
+	mkfifo "$BATS_TEST_TMPDIR/in"
+	dq-analyze -j 1 --skip-existing <"$BATS_TEST_TMPDIR/in" >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
+	local pid=$! fd
+	exec {fd}>"$BATS_TEST_TMPDIR/in"
+	cat "$BATS_TEST_TMPDIR/recv" >&$fd
+	wait_for 10 grep -q '"analyzing"' "$BATS_TEST_TMPDIR/err"
+	kill -TERM $pid
+	wait $pid || true
+	exec {fd}>&-
+	run --separate-stderr bash -c 'dq-put <"$1" | dq-dequeue --settle --require stored' _ "$BATS_TEST_TMPDIR/out"
 	assert_success
-	assert_equal "$(jq -c .skipped <<<"$output")" '{"reason":"failed"}'
-	refute_regex "$(jq -r 'select(.prog == "dq-analyze") | .event' <<<"$stderr")" 'analyz'
-	assert_equal "$(dead_count)" 2
+	assert_equal "$(jq -r '[.error.code // "none", .settled] | join(" ")' <<<"$output" | sort | uniq -c | sed 's/^ *//')" \
+		$'1 none completed\n2 shutdown dead-lettered'
+	assert_equal "$(find "$DQ_LOCAL_DIR/store/processed-images" -name '*.error.json' | wc -l)" 0
+	assert_equal "$(dead_reasons | sort -u)" shutdown
+}
+
+@test "reprocessing through the queue: dq-enqueue --reprocess analyzes again and keeps the replaced artifact" {
+	send 2
+	run --separate-stderr dq-worker --drain
+	worker_ok
+	local id
+	id=$(head -1 "$BATS_TEST_TMPDIR/sent" | jq -r .message.image_id)
+	cp "$DQ_LOCAL_DIR/store/processed-images/$id.json" "$BATS_TEST_TMPDIR/old.json"
+	# a plain resend of both is skipped; a reprocess request of one is not
+	dq-enqueue --new-id <"$BATS_TEST_TMPDIR/sent" >/dev/null 2>&1
+	run --separate-stderr bash -c 'dq-put --stored "$1" | dq-enqueue --reprocess' _ "$id"
+	assert_success
+	assert_regex "$(jq -r .message.reprocess.requested_at <<<"$output")" '^20[0-9-]+T[0-9:]+Z$'
+	# once the request's second is over, what is analyzed is newer than the request
+	local asked
+	asked=$(date -d "$(jq -r .message.reprocess.requested_at <<<"$output")" +%s)
+	after_request() { [ "$(date +%s)" -gt "$asked" ]; }
+	wait_for 3 after_request
+	run --separate-stderr dq-worker --drain
+	worker_ok
+	assert_equal "$(settled "$output")" "3 completed 1"
+	assert_equal "$(jq -r 'select(.skipped) | .message.image_id' <<<"$output" | sort -u | wc -l)" 2
+	assert_equal "$(jq -r 'select(.artifact) | .message.image_id' <<<"$output")" "$id"
+	assert_equal "$(log_events "$stderr" | grep -c '^analyzed$')" 1
+	cmp "$(find "$DQ_LOCAL_DIR/store/processed-images" -maxdepth 1 -name "$id.2*.json")" "$BATS_TEST_TMPDIR/old.json"
+	assert_equal "$(get_image "$id" | jq -r .timestamps.processed_at)" "$(jq -r 'select(.artifact) | .artifact.timestamps.processed_at' <<<"$output")"
+	# the reprocess message delivered again is skipped: its request is done
+	run --separate-stderr bash -c 'jq -c "select(.artifact) | del(.artifact, .stored, .settled)" | dq-analyze --skip-existing' <<<"$output"
+	assert_equal "$(jq -r .skipped.reason <<<"$output")" processed
 }
 
 @test "--once takes one batch of WORKER_MAX_MESSAGES" {
