@@ -8,7 +8,7 @@
 
 static const char synopsis[] =
     "usage: dq-put --sku SKU --facility F [--extra JSON] [--id UUID] FILE...\n"
-    "       dq-put --stored [ID...]\n"
+    "       dq-put --stored [--all | ID...]\n"
     "       dq-put [--replace] [--max-attempts N] < records\n";
 
 static struct dq_store *store;
@@ -92,7 +92,8 @@ emit_stored(const char *blob, void *arg)
 	struct dq_err err;
 	json_t *meta = NULL, *msg, *rec;
 	char id[37], an[64];
-	int all = arg != NULL;
+	/* arg: "unanalyzed" lists only images without an artifact */
+	int unanalyzed = arg != NULL && strcmp(arg, "unanalyzed") == 0;
 
 	if (strlen(blob) < 37 || blob[36] != '.')
 		return 0;
@@ -100,7 +101,7 @@ emit_stored(const char *blob, void *arg)
 	id[36] = '\0';
 	if (!dq_uuid_valid(id))
 		return 0;
-	if (all) {
+	if (unanalyzed) {
 		dq_artifact_name(id, an, sizeof an);
 		int r = store->ops->exists(store, dq_cfg.processed_container, an, &err);
 		if (r < 0)
@@ -139,12 +140,13 @@ find_blob(const char *blob, void *arg)
 }
 
 static void
-put_stored(char **ids, int n)
+put_stored(char **ids, int n, int all)
 {
 	struct dq_err err;
 
 	if (n == 0) {
-		if (store->ops->list(store, dq_cfg.raw_container, NULL, emit_stored, "all", &err) < 0)
+		if (store->ops->list(store, dq_cfg.raw_container, NULL, emit_stored,
+		    all ? "all" : "unanalyzed", &err) < 0)
 			dq_stop(status, &err, NULL);
 		return;
 	}
@@ -239,13 +241,14 @@ main(int argc, char *argv[])
 		{ "extra", required_argument, NULL, 'e' },
 		{ "id", required_argument, NULL, 'i' },
 		{ "stored", no_argument, NULL, 'S' },
+		{ "all", no_argument, NULL, 'A' },
 		{ "replace", no_argument, NULL, 'r' },
 		{ "max-attempts", required_argument, NULL, 'm' },
 		DQ_COMMON_OPTIONS,
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sku = NULL, *facility = NULL, *extra_s = NULL, *id = NULL;
-	int check = 0, c, stored = 0, replace = 0;
+	int check = 0, c, stored = 0, replace = 0, all = 0;
 	json_t *extra = NULL;
 	struct dq_err err;
 	char *end;
@@ -260,6 +263,7 @@ main(int argc, char *argv[])
 		case 'e': extra_s = optarg; break;
 		case 'i': id = optarg; break;
 		case 'S': stored = 1; break;
+		case 'A': all = 1; break;
 		case 'r': replace = 1; break;
 		case 'm':
 			max_attempts = strtol(optarg, &end, 10);
@@ -277,6 +281,8 @@ main(int argc, char *argv[])
 
 	if (stored && (sku || facility || extra_s || id || replace))
 		usage("--stored takes no other options");
+	if (all && (!stored || argc > 0))
+		usage("--all applies to --stored without IDs");
 	if (!stored && argc > 0) {
 		if (!sku || !facility)
 			usage("--sku and --facility are required to store files");
@@ -294,7 +300,7 @@ main(int argc, char *argv[])
 	if (!(store = dq_store_open(&err)))
 		dq_stop(status, &err, NULL);
 	if (stored)
-		put_stored(argv, argc);
+		put_stored(argv, argc, all);
 	else if (argc > 0)
 		for (int i = 0; i < argc; i++)
 			put_file(argv[i], sku, facility, extra, id);

@@ -179,10 +179,15 @@ strip_times() {
 	assert_equal "$(wc -l <<<"$kept")" 1
 	cmp "$kept" "$BATS_TEST_TMPDIR/old.json"
 	assert_equal "$(jq -r 'select(.event == "artifact_kept") | .blob' <<<"$stderr")" "$(basename "$kept")"
-	# dq-put --stored lists no image that has an artifact
+	# dq-put --stored lists no image that has an artifact, --stored --all each image once
 	run --separate-stderr dq-put --stored
 	assert_success
 	assert_output ""
+	run --separate-stderr dq-put --stored --all
+	assert_success
+	assert_equal "$(jq -r .message.image_id <<<"$output")" "$id"
+	run --separate-stderr dq-put --stored --all "$id"
+	assert_failure 64
 	# dq-put --replace keeps what it replaces the same way
 	run --separate-stderr bash -c 'dq-analyze --force <"$1" | dq-put --replace' _ "$BATS_TEST_TMPDIR/m"
 	assert_success
