@@ -124,7 +124,7 @@ strip_times() {
 	assert_equal "$(jq '.failures | length' "$DQ_LOCAL_DIR/store/processed-images/$id.error.json")" 2
 }
 
-@test "no failure marker for what is not the image's fault: lock_lost, shutdown, raw_missing on the last delivery" {
+@test "no failure marker for what is not the image's fault: lock_lost, shutdown, raw_missing, an outage on the last delivery" {
 	export WORKER_MAX_DELIVERY_ATTEMPTS=2
 	put "$S/samples/good-001.jpg" | jq -c '. + {receipt: {backend: "local", queue: "defect-jobs", message_id: .message.image_id, delivery_count: 2}}' >"$BATS_TEST_TMPDIR/r"
 	local code
@@ -135,6 +135,12 @@ strip_times() {
 		assert_success
 		assert_json_equal "$output" "$(cat "$BATS_TEST_TMPDIR/e")"
 	done
+	# nor for a backend outage (an HTTP status of 408, 429 or 5xx), whatever its code
+	jq -c '. + {error: {stage: "analyze", code: "model_error", message: "m", retryable: true, scope: "record", http_status: 503}}' \
+		"$BATS_TEST_TMPDIR/r" >"$BATS_TEST_TMPDIR/e"
+	run --separate-stderr dq-put <"$BATS_TEST_TMPDIR/e"
+	assert_success
+	assert_json_equal "$output" "$(cat "$BATS_TEST_TMPDIR/e")"
 	assert_equal "$(blob_count processed-images)" 0
 	# the image's own retryable failure on its last delivery is marked
 	jq -c '. + {error: {stage: "analyze", code: "bad_findings", message: "m", retryable: true, scope: "record"}}' \
