@@ -177,7 +177,7 @@ put_record(json_t *rec, int replace)
 	struct dq_err err;
 	struct dq_put_result res;
 	struct dq_fate f;
-	json_t *doc = json_object_get(rec, "artifact"), *msg = json_object_get(rec, "message");
+	json_t *doc = json_object_get(rec, "artifact"), *msg = json_object_get(rec, "message"), *st;
 	const char *id;
 	char name[64];
 	int r;
@@ -213,9 +213,8 @@ put_record(json_t *rec, int replace)
 		status = dq_status_merge(status, err.status);
 		return;
 	}
-	json_t *st = json_pack("{s:s,s:s,s:s}", "container", dq_cfg.processed_container,
+	st = json_pack("{s:s,s:s,s:s}", "container", dq_cfg.processed_container,
 	    "blob_name", name, "etag", res.etag);
-
 	if (res.existing)
 		json_object_set_new(st, "existing", json_true());
 	json_object_set_new(rec, "stored", st);
