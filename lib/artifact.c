@@ -326,6 +326,49 @@ dq_marker_add(struct dq_store *s, json_t *rec, struct dq_put_result *res, struct
 	return r;
 }
 
+/* Keep the artifact bytes old as <id>.<now>.json: create-only, never over another copy. */
+static int
+keep_copy(struct dq_store *s, const char *id, const unsigned char *old, size_t oldlen,
+    struct dq_err *err)
+{
+	char kept[64], ts[25], stamp[24];
+	struct dq_put_result kr;
+	unsigned char *there;
+	size_t len;
+	int r, same;
+
+	for (int tries = 0; tries < 5; tries++) {
+		size_t j = 0;
+
+		dq_rfc3339_ms(dq_now_ms(), ts);
+		for (size_t i = 0; ts[i] && j < sizeof stamp - 1; i++)
+			if (ts[i] != '-' && ts[i] != ':' && ts[i] != '.')
+				stamp[j++] = ts[i];
+		stamp[j] = '\0';
+		snprintf(kept, sizeof kept, "%s.%s.json", id, stamp);
+		if (dq_store_put(s, dq_cfg.processed_container, kept, old, oldlen,
+		    "application/json", NULL, DQ_PUT_CREATE, &kr, err) < 0)
+			return -1;
+		if (kr.existing) {
+			/* A copy of that millisecond: ours only if the same bytes. */
+			if ((r = s->ops->get(s, dq_cfg.processed_container, kept, &there, &len, NULL, err)) < 0)
+				return -1;
+			same = r > 0 && len == oldlen && memcmp(there, old, len) == 0;
+			if (r > 0)
+				free(there);
+			if (!same) {
+				dq_sleep_ms(1);
+				continue;
+			}
+		}
+		dq_log(DQ_INFO, "artifact_kept", json_pack("{s:s,s:s}", "image_id", id, "blob", kept),
+		    "replaced artifact kept as %s/%s", dq_cfg.processed_container, kept);
+		return 0;
+	}
+	dq_err_record(err, "conflict", "no free name to keep the replaced artifact of %s", id);
+	return -1;
+}
+
 int
 dq_artifact_put(struct dq_store *s, json_t *doc, int replace, struct dq_put_result *res,
     struct dq_err *err)
@@ -333,10 +376,8 @@ dq_artifact_put(struct dq_store *s, json_t *doc, int replace, struct dq_put_resu
 	const char *id = json_string_value(json_object_get(doc, "image_id"));
 	unsigned char *old = NULL;
 	size_t oldlen;
-	char name[64], kept[64], ts[25], stamp[24], *text;
-	struct dq_put_result kr;
+	char name[64], *text;
 	int r;
-	size_t j = 0;
 
 	dq_artifact_name(id, name, sizeof name);
 	if (replace) {
@@ -344,19 +385,10 @@ dq_artifact_put(struct dq_store *s, json_t *doc, int replace, struct dq_put_resu
 		if ((r = s->ops->get(s, dq_cfg.processed_container, name, &old, &oldlen, NULL, err)) < 0)
 			return -1;
 		if (r > 0) {
-			dq_rfc3339_ms(dq_now_ms(), ts);
-			for (size_t i = 0; ts[i] && j < sizeof stamp - 1; i++)
-				if (ts[i] != '-' && ts[i] != ':' && ts[i] != '.')
-					stamp[j++] = ts[i];
-			stamp[j] = '\0';
-			snprintf(kept, sizeof kept, "%s.%s.json", id, stamp);
-			r = dq_store_put(s, dq_cfg.processed_container, kept, old, oldlen,
-			    "application/json", NULL, DQ_PUT_CREATE_SAME, &kr, err);
+			r = keep_copy(s, id, old, oldlen, err);
 			free(old);
 			if (r < 0)
 				return -1;
-			dq_log(DQ_INFO, "artifact_kept", json_pack("{s:s,s:s}", "image_id", id, "blob", kept),
-			    "replaced artifact kept as %s/%s", dq_cfg.processed_container, kept);
 		}
 	}
 	text = dq_json_dumps(doc);
