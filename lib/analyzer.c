@@ -7,8 +7,9 @@
 
 #include "dq.h"
 
-struct dq_analyzer *
-dq_analyzer_open(struct dq_err *err)
+/* DESIGN §1's choice: the analyzer's name, or NULL with err (78). */
+const char *
+dq_analyzer_choice(struct dq_err *err)
 {
 	const char *name = dq_cfg.analyzer;
 
@@ -25,17 +26,42 @@ dq_analyzer_open(struct dq_err *err)
 		    "analyzer), AZURE_AI_PROJECT_ENDPOINT (Azure OpenAI), or DQ_ANALYZER");
 		return NULL;
 	}
+	if (strcmp(name, "reference") && strcmp(name, "azure-openai")) {
+		dq_err_system(err, DQ_EX_CONFIG, "config",
+		    "DQ_ANALYZER: unknown analyzer \"%s\" (expected reference or azure-openai)",
+		    name);
+		return NULL;
+	}
+	return name;
+}
+
+/* DQ_CACHE_DIR, else $XDG_CACHE_HOME/dq, else $HOME/.cache/dq (malloc'd, or NULL). */
+char *
+dq_cache_dir(const char *cachedir)
+{
+	const char *x;
+
+	if (cachedir && *cachedir)
+		return dq_xstrdup(cachedir);
+	if ((x = getenv("XDG_CACHE_HOME")) && *x == '/')
+		return dq_xasprintf("%s/dq", x);
+	if ((x = getenv("HOME")) && *x == '/')
+		return dq_xasprintf("%s/.cache/dq", x);
+	return NULL;
+}
+
+struct dq_analyzer *
+dq_analyzer_open(struct dq_err *err)
+{
+	const char *name = dq_analyzer_choice(err);
+
+	if (name == NULL)
+		return NULL;
 	if (strcmp(name, "reference") == 0)
 		return dq_analyzer_reference_open(dq_cfg.reference_dir,
 		    dq_cfg.cache_dir, err);
-	if (strcmp(name, "azure-openai") == 0) {
-		dq_err_system(err, DQ_EX_CONFIG, "config",
-		    "analyzer azure-openai is not available in this build");
-		return NULL;
-	}
 	dq_err_system(err, DQ_EX_CONFIG, "config",
-	    "DQ_ANALYZER: unknown analyzer \"%s\" (expected reference or azure-openai)",
-	    name);
+	    "analyzer azure-openai is not available in this build");
 	return NULL;
 }
 

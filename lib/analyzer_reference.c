@@ -673,7 +673,6 @@ dq_analyzer_reference_open(const char *refdir, const char *cachedir, struct dq_e
 {
 	struct dq_analyzer *an;
 	struct refan *ra;
-	const char *x;
 
 	if (refdir == NULL || *refdir == '\0') {
 		dq_err_system(err, DQ_EX_CONFIG, "config",
@@ -682,14 +681,8 @@ dq_analyzer_reference_open(const char *refdir, const char *cachedir, struct dq_e
 	}
 	ra = dq_xcalloc(1, sizeof *ra);
 	ra->refdir = dq_xstrdup(refdir);
-	if (cachedir && *cachedir) {
-		ra->cachedir = dq_xstrdup(cachedir);
-		ra->cache_explicit = 1;
-	}
-	else if ((x = getenv("XDG_CACHE_HOME")) && *x == '/')
-		ra->cachedir = dq_xasprintf("%s/dq", x);
-	else if ((x = getenv("HOME")) && *x == '/')
-		ra->cachedir = dq_xasprintf("%s/.cache/dq", x);
+	ra->cachedir = dq_cache_dir(cachedir);
+	ra->cache_explicit = cachedir && *cachedir;
 	pthread_mutex_init(&ra->mu, NULL);
 	/*
 	 * An analysis allocates some 30 MB of planes and frees them at the

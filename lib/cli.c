@@ -48,14 +48,18 @@ dq_cli_version(void)
 void
 dq_cli_print_config(void)
 {
-	dq_config_print(stdout);
+	dq_config_print(stdout, dq_prog);
 	exit(dq_finish_stdout(0));
 }
 
 /*
  * --check: the configuration and the backends a program uses, before any
- * record is touched.  78 for a configuration or authorisation problem, 69
- * for a backend that does not answer, 0 when all is well.
+ * record is touched, creating nothing.  The store's containers take a
+ * probe (the raw one for files, the processed one for artifacts and
+ * markers), the queue one in its spool.  78 for a configuration or
+ * authorisation problem (a read-only container included), 69 for a
+ * backend that does not answer or takes no writes (a full disk), 0 when
+ * all is well.
  */
 void
 dq_cli_check(int store, int queue, const char *qname)
@@ -65,9 +69,11 @@ dq_cli_check(int store, int queue, const char *qname)
 	struct dq_queue *q = NULL;
 	int st = 0;
 
-	if (store && (!(s = dq_store_open(&err)) || s->ops->check(s, &err) < 0))
+	if (store && (!(s = dq_store_open(&err)) || s->ops->check(s, &err) < 0 ||
+	    s->ops->probe(s, dq_cfg.raw_container, &err) < 0 ||
+	    s->ops->probe(s, dq_cfg.processed_container, &err) < 0))
 		goto fail;
-	if (queue && (!(q = dq_queue_open(qname, &err)) || q->ops->check(q, &err) < 0))
+	if (queue && (!(q = dq_queue_open_check(qname, &err)) || q->ops->check(q, &err) < 0))
 		goto fail;
 	dq_log(DQ_INFO, "check_ok", NULL, "configuration and backends are usable");
 	goto out;

@@ -1,8 +1,15 @@
 /*
  * config.c - configuration from the environment, read once and validated.
  *
- * The table below is the list of DESIGN §6: name, default, kind.  Secrets
- * are never printed; --print-config shows them as "<set>".
+ * The table below is the list of DESIGN §6: name, default, kind, and the
+ * concerns that read it, so that --print-config shows each program the
+ * variables it reads (the programs' table is below it).  Secrets are
+ * never printed; --print-config shows them as "<set>".
+ *
+ * Numbers are plain decimals: digits, and for seconds and milliseconds a
+ * fraction (".5"); leading zeros mean nothing ("08" is 8).  No sign, no
+ * exponent, no hex, no "nan": what strtod alone would take differs from
+ * what a shell's arithmetic takes, and dq-worker relies on this rule.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -15,70 +22,115 @@ struct dq_config dq_cfg;
 
 enum kind { STR, SECRET, INT, SIZE, SECS, FLAG, LEVEL, FORMAT };
 
+/* Who reads a variable. */
+enum {
+	AN = 1 << 0,	/* the analyzer */
+	ST = 1 << 1,	/* the store */
+	QU = 1 << 2,	/* the queue */
+	AT = 1 << 3,	/* the delivery-attempt limit */
+	WK = 1 << 4,	/* dq-worker itself */
+	IN = 1 << 5,	/* the ingest endpoint */
+	LI = 1 << 6,	/* image limits */
+	ID = 1 << 7,	/* managed identity */
+	NT = 1 << 8,	/* network backends: CA, retries */
+	LG = 1 << 9,	/* logs */
+	ALL = (1 << 10) - 1,
+};
+
 struct var {
 	const char *name;
 	const char *def;
 	enum kind kind;
 	void *dst;
 	double min, max;
+	int who;
+};
+
+/* What each program reads; a program not named here reads everything. */
+static const struct prog {
+	const char *name;
+	int who;
+} progs[] = {
+	{ "dq-put", ST | LI | AT | ID | NT | LG },
+	{ "dq-enqueue", QU | ID | NT | LG },
+	{ "dq-dequeue", QU | AT | ID | NT | LG },
+	{ "dq-analyze", AN | ST | QU | LI | ID | NT | LG },
+	{ "dq-ingest", ST | QU | IN | LI | ID | NT | LG },
+	{ "dq-worker", AN | ST | QU | AT | WK | LI | ID | NT | LG },
 };
 
 #define S(f) &dq_cfg.f
 static const struct var vars[] = {
-	{ "AZURE_AI_PROJECT_ENDPOINT", NULL, STR, S(ai_endpoint), 0, 0 },
-	{ "AZURE_OPENAI_API_VERSION", "2025-04-01-preview", STR, S(openai_api_version), 0, 0 },
-	{ "AZURE_AI_API_KEY", NULL, SECRET, S(ai_api_key), 0, 0 },
-	{ "AZURE_OPENAI_TOKEN_SCOPE", "https://cognitiveservices.azure.com/.default", STR, S(openai_scope), 0, 0 },
-	{ "AZURE_VISION_DEPLOYMENT", "gpt-5-2", STR, S(vision_deployment), 0, 0 },
-	{ "AZURE_REASONING_DEPLOYMENT", "gpt-5-2", STR, S(reasoning_deployment), 0, 0 },
-	{ "AZURE_REPORTS_DEPLOYMENT", "gpt-5-2-chat", STR, S(reports_deployment), 0, 0 },
-	{ "AZURE_STORAGE_ACCOUNT", NULL, STR, S(storage_account), 0, 0 },
-	{ "AZURE_STORAGE_CONNECTION_STRING", NULL, SECRET, S(storage_connection_string), 0, 0 },
-	{ "AZURE_STORAGE_RAW_CONTAINER", "raw-images", STR, S(raw_container), 0, 0 },
-	{ "AZURE_STORAGE_PROCESSED_CONTAINER", "processed-images", STR, S(processed_container), 0, 0 },
-	{ "AZURE_SERVICEBUS_NAMESPACE", NULL, STR, S(servicebus_namespace), 0, 0 },
-	{ "AZURE_SERVICEBUS_CONNECTION_STRING", NULL, SECRET, S(servicebus_connection_string), 0, 0 },
-	{ "AZURE_SERVICEBUS_QUEUE", "defect-jobs", STR, S(queue), 0, 0 },
-	{ "WORKER_MAX_MESSAGES", "10", INT, S(max_messages), 1, 1000 },
-	{ "WORKER_MAX_DELIVERY_ATTEMPTS", "5", INT, S(max_delivery_attempts), 1, 1000 },
-	{ "DQ_WORKER_WAIT_SECONDS", "5", SECS, S(worker_wait_seconds), 0, 3600 },
-	{ "DQ_WORKER_GRACE_SECONDS", "25", SECS, S(worker_grace_seconds), 0, 3600 },
-	{ "API_KEY", NULL, SECRET, S(api_key), 0, 0 },
-	{ "CORS_ORIGINS", NULL, STR, S(cors_origins), 0, 0 },
-	{ "RATE_LIMIT_PER_IP", "0", INT, S(rate_limit_per_ip), 0, 1e9 },
-	{ "RATE_LIMIT_PER_KEY", "0", INT, S(rate_limit_per_key), 0, 1e9 },
-	{ "LOG_LEVEL", "INFO", LEVEL, S(log_level), 0, 0 },
-	{ "IDENTITY_ENDPOINT", NULL, STR, S(identity_endpoint), 0, 0 },
-	{ "IDENTITY_HEADER", NULL, SECRET, S(identity_header), 0, 0 },
-	{ "AZURE_CLIENT_ID", NULL, STR, S(client_id), 0, 0 },
-	{ "AZURE_FEDERATED_TOKEN_FILE", NULL, STR, S(federated_token_file), 0, 0 },
-	{ "AZURE_TENANT_ID", NULL, STR, S(tenant_id), 0, 0 },
-	{ "AZURE_AUTHORITY_HOST", NULL, STR, S(authority_host), 0, 0 },
-	{ "DQ_LOCAL_DIR", NULL, STR, S(local_dir), 0, 0 },
-	{ "DQ_ANALYZER", NULL, STR, S(analyzer), 0, 0 },
-	{ "DQ_REFERENCE_DIR", NULL, STR, S(reference_dir), 0, 0 },
-	{ "DQ_CACHE_DIR", NULL, STR, S(cache_dir), 0, 0 },
-	{ "DQ_MAX_IMAGE_BYTES", "20971520", SIZE, S(max_image_bytes), 1, 1e12 },
-	{ "DQ_MAX_IMAGE_PIXELS", "50000000", SIZE, S(max_image_pixels), 1, 1e12 },
-	{ "DQ_BLOB_ENDPOINT", NULL, STR, S(blob_endpoint), 0, 0 },
-	{ "DQ_SERVICEBUS_ENDPOINT", NULL, STR, S(servicebus_endpoint), 0, 0 },
-	{ "DQ_CA_FILE", NULL, STR, S(ca_file), 0, 0 },
-	{ "DQ_STATE_DIR", NULL, STR, S(state_dir), 0, 0 },
-	{ "DQ_ENV_FILE", "/etc/dq/env", STR, S(env_file), 0, 0 },
-	{ "DQ_INSECURE_NO_AUTH", "0", FLAG, S(insecure_no_auth), 0, 0 },
-	{ "DQ_TRUSTED_PROXY", NULL, STR, S(trusted_proxy), 0, 0 },
-	{ "DQ_LOG_FORMAT", "auto", FORMAT, S(log_format), 0, 0 },
-	{ "DQ_LOCK_SECONDS", "300", SECS, S(lock_seconds), 0.1, 86400 },
-	{ "DQ_DUPLICATE_WINDOW_SECONDS", "600", SECS, S(dup_window_seconds), 0, 7 * 86400 },
-	{ "DQ_RETRY_BASE_MS", "500", SECS, S(retry_base_ms), 0, 600000 },
-	{ "DQ_RETRY_CAP_MS", "30000", SECS, S(retry_cap_ms), 0, 3600000 },
-	{ "DQ_RETRY_BUDGET_MS", "120000", SECS, S(retry_budget_ms), 0, 86400000 },
-	{ "DQ_POLL_MS", "100", SECS, S(poll_ms), 1, 60000 },
-	{ "DQ_INGEST_DRAIN_MS", "5000", SECS, S(ingest_drain_ms), 0, 600000 },
-	{ "DQ_TEST_ANALYZE_DELAY_MS", "0", SECS, S(analyze_delay_ms), 0, 3600000 },
-	{ "DQ_TEST_SEND_FSYNC_FAIL", "0", FLAG, S(test_send_fsync_fail), 0, 0 },
+	{ "AZURE_AI_PROJECT_ENDPOINT", NULL, STR, S(ai_endpoint), 0, 0, AN },
+	{ "AZURE_OPENAI_API_VERSION", "2025-04-01-preview", STR, S(openai_api_version), 0, 0, AN },
+	{ "AZURE_AI_API_KEY", NULL, SECRET, S(ai_api_key), 0, 0, AN },
+	{ "AZURE_OPENAI_TOKEN_SCOPE", "https://cognitiveservices.azure.com/.default", STR, S(openai_scope), 0, 0, AN },
+	{ "AZURE_VISION_DEPLOYMENT", "gpt-5-2", STR, S(vision_deployment), 0, 0, AN },
+	{ "AZURE_REASONING_DEPLOYMENT", "gpt-5-2", STR, S(reasoning_deployment), 0, 0, AN },
+	{ "AZURE_REPORTS_DEPLOYMENT", "gpt-5-2-chat", STR, S(reports_deployment), 0, 0, AN },
+	{ "AZURE_STORAGE_ACCOUNT", NULL, STR, S(storage_account), 0, 0, ST },
+	{ "AZURE_STORAGE_CONNECTION_STRING", NULL, SECRET, S(storage_connection_string), 0, 0, ST },
+	{ "AZURE_STORAGE_RAW_CONTAINER", "raw-images", STR, S(raw_container), 0, 0, ST },
+	{ "AZURE_STORAGE_PROCESSED_CONTAINER", "processed-images", STR, S(processed_container), 0, 0, ST },
+	{ "AZURE_SERVICEBUS_NAMESPACE", NULL, STR, S(servicebus_namespace), 0, 0, QU },
+	{ "AZURE_SERVICEBUS_CONNECTION_STRING", NULL, SECRET, S(servicebus_connection_string), 0, 0, QU },
+	{ "AZURE_SERVICEBUS_QUEUE", "defect-jobs", STR, S(queue), 0, 0, QU },
+	{ "WORKER_MAX_MESSAGES", "10", INT, S(max_messages), 1, 1000, WK },
+	{ "WORKER_MAX_DELIVERY_ATTEMPTS", "5", INT, S(max_delivery_attempts), 1, 1000, AT },
+	{ "DQ_WORKER_WAIT_SECONDS", "5", SECS, S(worker_wait_seconds), 0, 3600, WK },
+	{ "DQ_WORKER_GRACE_SECONDS", "25", SECS, S(worker_grace_seconds), 0, 3600, WK },
+	{ "API_KEY", NULL, SECRET, S(api_key), 0, 0, IN },
+	{ "CORS_ORIGINS", NULL, STR, S(cors_origins), 0, 0, IN },
+	{ "RATE_LIMIT_PER_IP", "0", INT, S(rate_limit_per_ip), 0, 1e9, IN },
+	{ "RATE_LIMIT_PER_KEY", "0", INT, S(rate_limit_per_key), 0, 1e9, IN },
+	{ "LOG_LEVEL", "INFO", LEVEL, S(log_level), 0, 0, LG },
+	{ "IDENTITY_ENDPOINT", NULL, STR, S(identity_endpoint), 0, 0, ID },
+	{ "IDENTITY_HEADER", NULL, SECRET, S(identity_header), 0, 0, ID },
+	{ "AZURE_CLIENT_ID", NULL, STR, S(client_id), 0, 0, ID },
+	{ "AZURE_FEDERATED_TOKEN_FILE", NULL, STR, S(federated_token_file), 0, 0, ID },
+	{ "AZURE_TENANT_ID", NULL, STR, S(tenant_id), 0, 0, ID },
+	{ "AZURE_AUTHORITY_HOST", NULL, STR, S(authority_host), 0, 0, ID },
+	{ "DQ_LOCAL_DIR", NULL, STR, S(local_dir), 0, 0, ST | QU },
+	{ "DQ_ANALYZER", NULL, STR, S(analyzer), 0, 0, AN },
+	{ "DQ_REFERENCE_DIR", NULL, STR, S(reference_dir), 0, 0, AN },
+	{ "DQ_CACHE_DIR", NULL, STR, S(cache_dir), 0, 0, AN },
+	{ "DQ_MAX_IMAGE_BYTES", "20971520", SIZE, S(max_image_bytes), 1, 1e12, LI },
+	{ "DQ_MAX_IMAGE_PIXELS", "50000000", SIZE, S(max_image_pixels), 1, 1e12, LI },
+	{ "DQ_BLOB_ENDPOINT", NULL, STR, S(blob_endpoint), 0, 0, ST },
+	{ "DQ_SERVICEBUS_ENDPOINT", NULL, STR, S(servicebus_endpoint), 0, 0, QU },
+	{ "DQ_CA_FILE", NULL, STR, S(ca_file), 0, 0, NT },
+	{ "DQ_STATE_DIR", NULL, STR, S(state_dir), 0, 0, IN | ID },
+	{ "DQ_ENV_FILE", "/etc/dq/env", STR, S(env_file), 0, 0, IN },
+	{ "DQ_INSECURE_NO_AUTH", "0", FLAG, S(insecure_no_auth), 0, 0, IN },
+	{ "DQ_TRUSTED_PROXY", NULL, STR, S(trusted_proxy), 0, 0, IN },
+	{ "DQ_LOG_FORMAT", "auto", FORMAT, S(log_format), 0, 0, LG },
+	{ "DQ_LOCK_SECONDS", "300", SECS, S(lock_seconds), 0.1, 86400, QU },
+	{ "DQ_DUPLICATE_WINDOW_SECONDS", "600", SECS, S(dup_window_seconds), 0, 7 * 86400, QU },
+	{ "DQ_RETRY_BASE_MS", "500", SECS, S(retry_base_ms), 0, 600000, NT },
+	{ "DQ_RETRY_CAP_MS", "30000", SECS, S(retry_cap_ms), 0, 3600000, NT },
+	{ "DQ_RETRY_BUDGET_MS", "120000", SECS, S(retry_budget_ms), 0, 86400000, NT },
+	{ "DQ_POLL_MS", "100", SECS, S(poll_ms), 1, 60000, QU },
+	{ "DQ_INGEST_DRAIN_MS", "5000", SECS, S(ingest_drain_ms), 0, 600000, IN },
+	{ "DQ_TEST_ANALYZE_DELAY_MS", "0", SECS, S(analyze_delay_ms), 0, 3600000, AN },
+	{ "DQ_TEST_SEND_FSYNC_FAIL", "0", FLAG, S(test_send_fsync_fail), 0, 0, QU },
 };
 #undef S
+
+/* The one rule for numbers (top of file): digits, a fraction if frac. */
+static int
+decimal(const char *s, int frac)
+{
+	size_t n = strspn(s, "0123456789");
+
+	if (n == 0)
+		return 0;
+	if (s[n] == '.' && frac) {
+		size_t f = strspn(s + n + 1, "0123456789");
+
+		return f > 0 && s[n + 1 + f] == '\0';
+	}
+	return s[n] == '\0';
+}
 
 static const char *
 value_of(const struct var *v)
@@ -122,6 +174,8 @@ dq_config_load(struct dq_err *err)
 		case INT:
 		case SIZE:
 		case SECS:
+			if (!decimal(s, v->kind == SECS))
+				goto bad;
 			errno = 0;
 			d = strtod(s, &end);
 			if (errno || end == s || *end || d < v->min || d > v->max)
@@ -142,8 +196,8 @@ dq_config_load(struct dq_err *err)
 bad:
 		if (v->min != v->max)
 			dq_err_system(err, DQ_EX_CONFIG, "bad_config",
-			    "%s=%s: expected a number from %g to %g", v->name,
-			    v->kind == SECRET ? "<secret>" : s, v->min, v->max);
+			    "%s=%s: expected a %s from %g to %g", v->name, s,
+			    v->kind == SECS ? "decimal number" : "whole number", v->min, v->max);
 		else
 			dq_err_system(err, DQ_EX_CONFIG, "bad_config",
 			    "%s=%s: not a valid value", v->name, s);
@@ -164,22 +218,99 @@ bad:
 	return 0;
 }
 
-void
-dq_config_print(FILE *fp)
+/* What the program will use, as DESIGN §1 chooses it. */
+static json_t *
+store_use(void)
 {
-	json_t *o = json_object();
+	struct dq_err err;
+	const char *cred;
+	const char *b = dq_store_choice(&cred, &err);
 
+	if (!b)
+		return json_pack("{s:n,s:s}", "backend", "problem", err.msg);
+	if (strcmp(b, "local") == 0)
+		return json_pack("{s:s,s:s+,s:s,s:s,s:s}", "backend", b,
+		    "dir", dq_cfg.local_dir, "/store",
+		    "raw_container", dq_cfg.raw_container,
+		    "processed_container", dq_cfg.processed_container,
+		    "credentials", cred);
+	return json_pack("{s:s,s:s?,s:s,s:s,s:s}", "backend", b,
+	    "account", dq_cfg.storage_account,
+	    "raw_container", dq_cfg.raw_container,
+	    "processed_container", dq_cfg.processed_container, "credentials", cred);
+}
+
+static json_t *
+queue_use(void)
+{
+	struct dq_err err;
+	const char *cred;
+	const char *b = dq_queue_choice(&cred, &err);
+
+	if (!b)
+		return json_pack("{s:n,s:s}", "backend", "problem", err.msg);
+	if (strcmp(b, "local") == 0)
+		return json_pack("{s:s,s:s,s:s+++,s:s}", "backend", b,
+		    "queue", dq_cfg.queue, "dir", dq_cfg.local_dir, "/queues/",
+		    dq_cfg.queue, "", "credentials", cred);
+	return json_pack("{s:s,s:s?,s:s,s:s}", "backend", b,
+	    "namespace", dq_cfg.servicebus_namespace, "queue", dq_cfg.queue,
+	    "credentials", cred);
+}
+
+static json_t *
+analyzer_use(void)
+{
+	struct dq_err err;
+	const char *b = dq_analyzer_choice(&err);
+	char *cache;
+	json_t *o;
+
+	if (!b)
+		return json_pack("{s:n,s:s}", "backend", "problem", err.msg);
+	if (strcmp(b, "reference") == 0) {
+		cache = dq_cache_dir(dq_cfg.cache_dir);
+		o = json_pack("{s:s,s:s?,s:s?,s:s}", "backend", b,
+		    "reference_dir", dq_cfg.reference_dir, "cache_dir", cache,
+		    "credentials", "none (local)");
+		free(cache);
+		return o;
+	}
+	return json_pack("{s:s,s:s?,s:s,s:s}", "backend", b,
+	    "endpoint", dq_cfg.ai_endpoint, "deployment", dq_cfg.vision_deployment,
+	    "credentials", dq_cfg.ai_api_key ? "API key (AZURE_AI_API_KEY)" : "managed identity");
+}
+
+void
+dq_config_print(FILE *fp, const char *prog)
+{
+	json_t *o = json_pack("{s:s}", "program", prog), *vs = json_object();
+	int who = ALL;
+
+	for (size_t i = 0; i < sizeof progs / sizeof progs[0]; i++)
+		if (strcmp(progs[i].name, prog) == 0)
+			who = progs[i].who;
+	/* First what it will use, then the variables it reads. */
+	if (who & ST)
+		json_object_set_new(o, "store", store_use());
+	if (who & QU)
+		json_object_set_new(o, "queue", queue_use());
+	if (who & AN)
+		json_object_set_new(o, "analyzer", analyzer_use());
 	for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
 		const struct var *v = &vars[i];
 		const char *s = value_of(v);
 
+		if (!(v->who & who))
+			continue;
 		if (!s)
-			json_object_set_new(o, v->name, json_null());
+			json_object_set_new(vs, v->name, json_null());
 		else if (v->kind == SECRET)
-			json_object_set_new(o, v->name, json_string("<set>"));
+			json_object_set_new(vs, v->name, json_string("<set>"));
 		else
-			json_object_set_new(o, v->name, json_string(s));
+			json_object_set_new(vs, v->name, json_string(s));
 	}
+	json_object_set_new(o, "variables", vs);
 	dq_write_record(fp, o);
 	json_decref(o);
 }

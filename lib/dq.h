@@ -70,6 +70,15 @@ int dq_mkdirs(const char *path, int mode);	/* mkdir -p */
 /* Write data to path atomically: tmp in the same directory, fsync, rename. */
 int dq_write_atomic(const char *path, const void *data, size_t len, int mode);
 int dq_fsync_dir(const char *dir);
+/*
+ * --check's proof that a directory takes files, creating nothing: a probe
+ * "<dir>/.dq-probe.<uuid>" written (a block), synced and removed.  0, or
+ * -1 with errno (EROFS, EACCES, ENOSPC...); buf holds the directory probed.
+ * dq_probe_ancestor probes the nearest existing ancestor of a path not
+ * created yet (the proof that it can be).
+ */
+int dq_probe_dir(const char *dir, char *buf, size_t n);
+int dq_probe_ancestor(const char *path, char *buf, size_t n);
 void dq_err_set(struct dq_err *, enum dq_scope, int status, int retryable,
     const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* Convenience: record-scope permanent (65) and transient (75) errors. */
@@ -114,8 +123,9 @@ _Noreturn void dq_stop(int status, const struct dq_err *, json_t *ctx);
 /* The record loop: fn for each record on stdin (borrowed).  Returns the
  * loop's own status: 65 for a malformed record, 74 for a read error. */
 int dq_each_record(void (*fn)(json_t *rec, void *arg), void *arg);
-/* --check: open and check the store and/or queue; exits 0, 69 or 78. */
-void dq_cli_check(int store, int queue, const char *qname);
+/* --check: open and check the store (and probe the containers it
+ * writes) and/or the queue, creating nothing; exits 0, 69 or 78. */
+_Noreturn void dq_cli_check(int store, int queue, const char *qname);
 
 /* id.c */
 void dq_uuid_new(char out[static 37]);			/* random, v4 */
@@ -178,8 +188,13 @@ struct dq_config {
 extern struct dq_config dq_cfg;
 /* Load and validate; on error fills err (scope system, status 78). */
 int dq_config_load(struct dq_err *err);
-/* Print every variable with its value or default, secrets redacted, as JSON. */
-void dq_config_print(FILE *);
+/*
+ * --print-config: one JSON object, first what prog will use (its store,
+ * queue and analyzer as DESIGN §1 chooses them, their locations and
+ * credential mechanism), then "variables": those prog reads, with their
+ * values or defaults, secrets as "<set>".
+ */
+void dq_config_print(FILE *, const char *prog);
 
 /* record.c: JSON Lines. */
 #define DQ_MAX_LINE (16L * 1024 * 1024)
@@ -305,8 +320,12 @@ struct dq_store_ops {
 	/* Calls fn for each blob name with prefix, sorted; fn returns nonzero to stop. */
 	int (*list)(struct dq_store *, const char *container, const char *prefix,
 	    int (*fn)(const char *name, void *arg), void *arg, struct dq_err *);
-	/* Start-up check: reachable and authorised. */
+	/* Start-up check: reachable and authorised; creates nothing. */
 	int (*check)(struct dq_store *, struct dq_err *);
+	/* Start-up proof that a container takes writes: a probe blob written
+	 * and removed, nothing else created.  System errors: 78 for a refusal
+	 * (read-only, no permission), 75 for a full disk or a backend down. */
+	int (*probe)(struct dq_store *, const char *container, struct dq_err *);
 	void (*close)(struct dq_store *);
 };
 struct dq_store {
@@ -315,6 +334,9 @@ struct dq_store {
 };
 /* From dq_cfg; NULL with err (78) when nothing is configured. */
 struct dq_store *dq_store_open(struct dq_err *);
+/* The backend dq_store_open picks ("azure", "local") and its credential
+ * mechanism; NULL with err (78) when nothing is configured. */
+const char *dq_store_choice(const char **cred, struct dq_err *);
 void dq_store_close(struct dq_store *);
 /* put with the DESIGN rules of DQ_PUT_* (raw images: dq_raw_store). */
 int dq_store_put(struct dq_store *, const char *container, const char *name,
@@ -401,6 +423,8 @@ struct dq_queue_ops {
 	    const char *description, struct dq_err *);
 	/* Renew; updates receipt's locked_until. */
 	int (*renew)(struct dq_queue *, json_t *receipt, struct dq_err *);
+	/* Start-up check: reachable, authorised and taking writes (a probe
+	 * written and removed); creates nothing. */
 	int (*check)(struct dq_queue *, struct dq_err *);
 	void (*close)(struct dq_queue *);
 };
@@ -411,8 +435,14 @@ struct dq_queue {
 };
 /* From dq_cfg; name NULL means dq_cfg.queue. */
 struct dq_queue *dq_queue_open(const char *name, struct dq_err *);
+/* The same for --check: creates nothing (a local spool not made yet). */
+struct dq_queue *dq_queue_open_check(const char *name, struct dq_err *);
+/* As dq_store_choice: "servicebus" or "local". */
+const char *dq_queue_choice(const char **cred, struct dq_err *);
 void dq_queue_close(struct dq_queue *);
 struct dq_queue *dq_queue_local_open(const char *dir, const char *name, struct dq_err *);
+/* The same without creating the spool's directories (--check). */
+struct dq_queue *dq_queue_local_attach(const char *dir, const char *name, struct dq_err *);
 /* locked_until of a receipt in ms since the epoch, 0 when unknown. */
 int64_t dq_receipt_locked_until_ms(json_t *receipt);
 
@@ -445,6 +475,11 @@ struct dq_analyzer {
 };
 /* From dq_cfg (DQ_ANALYZER and friends); NULL with err (78). */
 struct dq_analyzer *dq_analyzer_open(struct dq_err *);
+/* The analyzer dq_analyzer_open picks, or NULL with err (78). */
+const char *dq_analyzer_choice(struct dq_err *);
+/* The reference models' cache: cachedir, else $XDG_CACHE_HOME/dq, else
+ * $HOME/.cache/dq; malloc'd, NULL when none can be named. */
+char *dq_cache_dir(const char *cachedir);
 void dq_analyzer_close(struct dq_analyzer *);
 void dq_analysis_free(struct dq_analysis *);
 /* analyzer_reference.c */

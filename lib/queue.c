@@ -4,10 +4,33 @@
 
 #include "dq.h"
 
-struct dq_queue *
-dq_queue_open(const char *name, struct dq_err *err)
+/* DESIGN §1's choice: "servicebus" or "local" and the credential, or NULL (78). */
+const char *
+dq_queue_choice(const char **cred, struct dq_err *err)
+{
+	if (dq_cfg.servicebus_connection_string) {
+		*cred = "connection string (AZURE_SERVICEBUS_CONNECTION_STRING)";
+		return "servicebus";
+	}
+	if (dq_cfg.servicebus_namespace) {
+		*cred = "managed identity";
+		return "servicebus";
+	}
+	if (dq_cfg.local_dir) {
+		*cred = "none (local)";
+		return "local";
+	}
+	dq_err_system(err, DQ_EX_CONFIG, "no_queue",
+	    "no queue configured: set AZURE_SERVICEBUS_CONNECTION_STRING, "
+	    "AZURE_SERVICEBUS_NAMESPACE or DQ_LOCAL_DIR");
+	return NULL;
+}
+
+static struct dq_queue *
+queue_open(const char *name, int create, struct dq_err *err)
 {
 	struct dq_queue *q;
+	const char *cred, *b;
 
 	if (!name)
 		name = dq_cfg.queue;
@@ -15,7 +38,9 @@ dq_queue_open(const char *name, struct dq_err *err)
 		dq_err_system(err, DQ_EX_USAGE, "bad_queue", "invalid queue name '%s'", name);
 		return NULL;
 	}
-	if (dq_cfg.servicebus_connection_string || dq_cfg.servicebus_namespace) {
+	if (!(b = dq_queue_choice(&cred, err)))
+		return NULL;
+	if (strcmp(b, "servicebus") == 0) {
 		/* Never fall back to the local spool when Azure is asked for. */
 		dq_err_system(err, DQ_EX_CONFIG, "backend_unavailable",
 		    "the servicebus queue backend (%s) is not built into this version; "
@@ -24,18 +49,24 @@ dq_queue_open(const char *name, struct dq_err *err)
 		    "AZURE_SERVICEBUS_NAMESPACE");
 		return NULL;
 	}
-	if (dq_cfg.local_dir) {
-		if (!(q = dq_queue_local_open(dq_cfg.local_dir, name, err)))
-			return NULL;
-		dq_log(DQ_INFO, "backend", json_pack("{s:s,s:s,s:s}", "queue", "local",
-		    "queue_name", name, "dir", dq_cfg.local_dir),
-		    "queue: local %s (%s)", name, dq_cfg.local_dir);
-		return q;
-	}
-	dq_err_system(err, DQ_EX_CONFIG, "no_queue",
-	    "no queue configured: set AZURE_SERVICEBUS_CONNECTION_STRING, "
-	    "AZURE_SERVICEBUS_NAMESPACE or DQ_LOCAL_DIR");
-	return NULL;
+	if (!(q = (create ? dq_queue_local_open : dq_queue_local_attach)(dq_cfg.local_dir, name, err)))
+		return NULL;
+	dq_log(DQ_INFO, "backend", json_pack("{s:s,s:s,s:s}", "queue", "local",
+	    "queue_name", name, "dir", dq_cfg.local_dir),
+	    "queue: local %s (%s)", name, dq_cfg.local_dir);
+	return q;
+}
+
+struct dq_queue *
+dq_queue_open(const char *name, struct dq_err *err)
+{
+	return queue_open(name, 1, err);
+}
+
+struct dq_queue *
+dq_queue_open_check(const char *name, struct dq_err *err)
+{
+	return queue_open(name, 0, err);
 }
 
 void

@@ -1133,29 +1133,42 @@ setup(struct spool *sp, const char *top, struct dq_err *err)
 	return 0;
 }
 
+/*
+ * --check creates nothing.  A spool not created yet is no error (the
+ * first send or receive creates it) when its nearest existing ancestor
+ * takes a probe; otherwise each directory must be usable and tmp/ must
+ * take a probe file written, synced and removed, which a read-only or
+ * full file system refuses.
+ */
 static int
 local_check(struct dq_queue *q, struct dq_err *err)
 {
 	struct spool *sp = q->priv;
 	static const char *subs[] = { "tmp", "ready", "locked", "dead", "ids" };
-	char path[PATH_MAX], uuid[37];
-	int fd;
+	char path[PATH_MAX];
+	struct stat st;
 
+	if (stat(sp->dir, &st) < 0 && errno == ENOENT) {
+		if (dq_probe_ancestor(sp->dir, path, sizeof path) < 0)
+			goto fail;
+		dq_log(DQ_INFO, "check_missing", json_pack("{s:s,s:s}", "queue", sp->name,
+		    "dir", sp->dir), "local queue %s: %s does not exist yet; the first "
+		    "dq-enqueue or dq-dequeue creates it (%s takes files)", sp->name, sp->dir, path);
+		return 0;
+	}
 	for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
-		if (mkpath(path, sizeof path, "%s/%s", sp->dir, subs[i]) < 0 ||
-		    mkdir_shared(path) < 0 || access(path, R_OK | W_OK | X_OK) < 0)
+		if (mkpath(path, sizeof path, "%s/%s", sp->dir, subs[i]) < 0)
+			goto fail;
+		if (stat(path, &st) < 0 && errno == ENOENT) {
+			dq_err_system(err, DQ_EX_CONFIG, "bad_spool", "local queue %s: %s is "
+			    "missing; dq-enqueue or dq-dequeue recreates it when they can write "
+			    "%s", sp->name, path, sp->dir);
+			return -1;
+		}
+		if (access(path, R_OK | W_OK | X_OK) < 0)
 			goto fail;
 	}
-	if (mkpath(path, sizeof path, "%s/lock", sp->dir) < 0 ||
-	    (fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, FILE_MODE)) < 0)
-		goto fail;
-	close(fd);
-	dq_uuid_new(uuid);
-	if (mkpath(path, sizeof path, "%s/tmp/check.%s", sp->dir, uuid) < 0 ||
-	    (fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, FILE_MODE)) < 0)
-		goto fail;
-	close(fd);
-	if (unlink(path) < 0)
+	if (mkpath(path, sizeof path, "%s/tmp", sp->dir) < 0 || dq_probe_dir(path, path, sizeof path) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -1181,6 +1194,8 @@ local_close(struct dq_queue *q)
 	free(q);
 }
 
+static struct dq_queue *local_open(const char *, const char *, int, struct dq_err *);
+
 static const struct dq_queue_ops local_ops = {
 	.name = "local",
 	.send = local_send,
@@ -1195,6 +1210,18 @@ static const struct dq_queue_ops local_ops = {
 
 struct dq_queue *
 dq_queue_local_open(const char *dir, const char *name, struct dq_err *err)
+{
+	return local_open(dir, name, 1, err);
+}
+
+struct dq_queue *
+dq_queue_local_attach(const char *dir, const char *name, struct dq_err *err)
+{
+	return local_open(dir, name, 0, err);
+}
+
+static struct dq_queue *
+local_open(const char *dir, const char *name, int create, struct dq_err *err)
 {
 	struct spool *sp;
 	struct dq_queue *q;
@@ -1219,7 +1246,7 @@ dq_queue_local_open(const char *dir, const char *name, struct dq_err *err)
 		syserr(err, "use", dir);
 		goto fail;
 	}
-	if (setup(sp, dir, err) < 0)
+	if (create && setup(sp, dir, err) < 0)
 		goto fail;
 	q = dq_xcalloc(1, sizeof *q);
 	q->ops = &local_ops;

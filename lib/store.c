@@ -4,12 +4,37 @@
 
 #include "dq.h"
 
+/* DESIGN §1's choice: "azure" or "local" and the credential, or NULL (78). */
+const char *
+dq_store_choice(const char **cred, struct dq_err *err)
+{
+	if (dq_cfg.storage_connection_string) {
+		*cred = "connection string (AZURE_STORAGE_CONNECTION_STRING)";
+		return "azure";
+	}
+	if (dq_cfg.storage_account) {
+		*cred = "managed identity";
+		return "azure";
+	}
+	if (dq_cfg.local_dir) {
+		*cred = "none (local)";
+		return "local";
+	}
+	dq_err_system(err, DQ_EX_CONFIG, "no_store",
+	    "no store configured: set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT "
+	    "or DQ_LOCAL_DIR");
+	return NULL;
+}
+
 struct dq_store *
 dq_store_open(struct dq_err *err)
 {
 	struct dq_store *s;
+	const char *cred, *b = dq_store_choice(&cred, err);
 
-	if (dq_cfg.storage_connection_string || dq_cfg.storage_account) {
+	if (!b)
+		return NULL;
+	if (strcmp(b, "azure") == 0) {
 		/* Never fall back to the local store when Azure is asked for. */
 		dq_err_system(err, DQ_EX_CONFIG, "backend_unavailable",
 		    "the azure store backend (%s) is not built into this version; "
@@ -18,17 +43,11 @@ dq_store_open(struct dq_err *err)
 		    "AZURE_STORAGE_ACCOUNT");
 		return NULL;
 	}
-	if (dq_cfg.local_dir) {
-		if (!(s = dq_store_local_open(dq_cfg.local_dir, err)))
-			return NULL;
-		dq_log(DQ_INFO, "backend", json_pack("{s:s,s:s}", "store", "local", "dir", dq_cfg.local_dir),
-		    "store: local (%s)", dq_cfg.local_dir);
-		return s;
-	}
-	dq_err_system(err, DQ_EX_CONFIG, "no_store",
-	    "no store configured: set AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT "
-	    "or DQ_LOCAL_DIR");
-	return NULL;
+	if (!(s = dq_store_local_open(dq_cfg.local_dir, err)))
+		return NULL;
+	dq_log(DQ_INFO, "backend", json_pack("{s:s,s:s}", "store", "local", "dir", dq_cfg.local_dir),
+	    "store: local (%s)", dq_cfg.local_dir);
+	return s;
 }
 
 void

@@ -275,15 +275,53 @@ local_list(struct dq_store *s, const char *container, const char *prefix,
 	return 0;
 }
 
+/* --check creates nothing: a store not made yet is created by its first put. */
 static int
 local_check(struct dq_store *s, struct dq_err *err)
 {
 	struct local *l = s->priv;
+	struct stat st;
 
-	if (dq_mkdirs(l->root, 0777) < 0)
-		return sys_err(err, "mkdir", l->root);
-	if (access(l->root, W_OK | X_OK) < 0)
+	if (stat(l->root, &st) < 0) {
+		if (errno != ENOENT)
+			return sys_err(err, "stat", l->root);
+		dq_log(DQ_INFO, "check_missing", json_pack("{s:s}", "dir", l->root),
+		    "local store %s does not exist yet; the first dq-put or dq-ingest "
+		    "creates it", l->root);
+		return 0;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		errno = ENOTDIR;
+		return sys_err(err, "use", l->root);
+	}
+	if (access(l->root, R_OK | X_OK) < 0)
 		return sys_err(err, "access", l->root);
+	return 0;
+}
+
+/*
+ * A put writes in <container>/.tmp, links into <container> and writes
+ * <container>/.meta: each takes a probe, or, not created yet, its nearest
+ * existing ancestor does (the put would create it).
+ */
+static int
+local_probe(struct dq_store *s, const char *container, struct dq_err *err)
+{
+	static const char *subs[] = { NULL, ".tmp", ".meta" };
+	char p[PATH_MAX], failed[PATH_MAX];
+	struct stat st;
+	int r;
+
+	for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+		if (path_of(s, p, sizeof p, container, subs[i], NULL, NULL, err) < 0)
+			return -1;
+		if (stat(p, &st) == 0)
+			r = dq_probe_dir(p, failed, sizeof failed);
+		else
+			r = dq_probe_ancestor(p, failed, sizeof failed);
+		if (r < 0)
+			return sys_err(err, "write", failed);
+	}
 	return 0;
 }
 
@@ -299,7 +337,7 @@ local_close(struct dq_store *s)
 
 static const struct dq_store_ops local_ops = {
 	"local", local_put, local_get, local_exists, local_del, local_list,
-	local_check, local_close,
+	local_check, local_probe, local_close,
 };
 
 struct dq_store *

@@ -240,6 +240,55 @@ dq_mkdirs(const char *path, int mode)
 }
 
 int
+dq_probe_dir(const char *dir, char *buf, size_t n)
+{
+	static const char block[4096];
+	char id[37], probe[PATH_MAX];
+	int fd, e;
+
+	dq_uuid_new(id);
+	if (snprintf(probe, sizeof probe, "%s/.dq-probe.%s", dir, id) >= (int)sizeof probe)
+		return errno = ENAMETOOLONG, -1;
+	if (buf != dir)
+		snprintf(buf, n, "%s", dir);
+	if ((fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0)
+		return -1;
+	e = dq_write_all(fd, block, sizeof block) < 0 || fsync(fd) < 0 ? errno : 0;
+	if (close(fd) < 0 && !e)
+		e = errno;
+	if (unlink(probe) < 0 && !e)
+		e = errno;
+	return e ? (errno = e, -1) : 0;
+}
+
+int
+dq_probe_ancestor(const char *path, char *buf, size_t n)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+	char *slash;
+	int e;
+
+	if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
+		return errno = ENAMETOOLONG, -1;
+	while (stat(dir, &st) < 0) {
+		if (errno != ENOENT)
+			goto fail;
+		if (!(slash = strrchr(dir, '/')))
+			return dq_probe_dir(".", buf, n);
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	}
+	if (S_ISDIR(st.st_mode))
+		return dq_probe_dir(dir, buf, n);
+	errno = ENOTDIR;
+fail:
+	e = errno;
+	snprintf(buf, n, "%s", dir);
+	errno = e;
+	return -1;
+}
+
+int
 dq_fsync_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r;
