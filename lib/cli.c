@@ -54,9 +54,9 @@ dq_cli_print_config(void)
 
 /*
  * --check: the configuration and the backends a program uses, before any
- * record is touched, creating nothing.  The store's containers take a
- * probe (the raw one for files, the processed one for artifacts and
- * markers), the queue one in its spool.  78 for a configuration or
+ * record is touched, creating nothing.  The containers a program will
+ * write take a probe (store's DQ_CHECK_* bits), the queue one in its
+ * spool.  78 for a configuration or
  * authorisation problem (a read-only container included), 69 for a
  * backend that does not answer or takes no writes (a full disk), 0 when
  * all is well.
@@ -70,8 +70,8 @@ dq_cli_check(int store, int queue, const char *qname)
 	int st = 0;
 
 	if (store && (!(s = dq_store_open(&err)) || s->ops->check(s, &err) < 0 ||
-	    s->ops->probe(s, dq_cfg.raw_container, &err) < 0 ||
-	    s->ops->probe(s, dq_cfg.processed_container, &err) < 0))
+	    ((store & DQ_CHECK_RAW) && s->ops->probe(s, dq_cfg.raw_container, &err) < 0) ||
+	    ((store & DQ_CHECK_PROCESSED) && s->ops->probe(s, dq_cfg.processed_container, &err) < 0)))
 		goto fail;
 	if (queue && (!(q = dq_queue_open_check(qname, &err)) || q->ops->check(q, &err) < 0))
 		goto fail;

@@ -123,8 +123,10 @@ _Noreturn void dq_stop(int status, const struct dq_err *, json_t *ctx);
 /* The record loop: fn for each record on stdin (borrowed).  Returns the
  * loop's own status: 65 for a malformed record, 74 for a read error. */
 int dq_each_record(void (*fn)(json_t *rec, void *arg), void *arg);
-/* --check: open and check the store (and probe the containers it
- * writes) and/or the queue, creating nothing; exits 0, 69 or 78. */
+/* --check: open and check the store (nonzero; DQ_CHECK_RAW and
+ * DQ_CHECK_PROCESSED: probe the containers the program will write) and/or
+ * the queue, creating nothing; exits 0, 69 or 78. */
+enum { DQ_CHECK_STORE = 1, DQ_CHECK_RAW = 2, DQ_CHECK_PROCESSED = 4 };
 _Noreturn void dq_cli_check(int store, int queue, const char *qname);
 
 /* id.c */

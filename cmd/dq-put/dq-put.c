@@ -274,8 +274,8 @@ main(int argc, char *argv[])
 		}
 	}
 	argc -= optind;
-	if (check)
-		dq_cli_check(1, 0, NULL);
+	if (check) /* record mode (the worker's) writes artifacts; FILEs, raw images */
+		dq_cli_check(DQ_CHECK_STORE | DQ_CHECK_PROCESSED | (argc > 0 ? DQ_CHECK_RAW : 0), 0, NULL);
 	argv += optind;
 
 	if (stored && (sku || facility || extra_s || id || replace))

@@ -75,14 +75,20 @@ setup() {
 	[[ "$stderr" == *"dq-put: $FIXTURES/text.txt: not a JPEG, PNG or WebP image"* ]]
 }
 
-@test "--print-config shows every variable with defaults and hides secrets" {
+@test "--print-config shows what the program uses, then the variables it reads, secrets hidden" {
 	export API_KEY=ops:s3cret-value AZURE_AI_API_KEY=another-secret
+	run --separate-stderr dq-ingest --print-config
+	assert_success
+	assert_equal "$(jq -c '[keys_unsorted[], .store.backend, .store.dir, .store.credentials, .queue.queue]' <<<"$output")" \
+		"[\"program\",\"store\",\"queue\",\"variables\",\"local\",\"$DQ_LOCAL_DIR/store\",\"none (local)\",\"defect-jobs\"]"
+	assert_equal "$(jq -r .variables.AZURE_SERVICEBUS_QUEUE <<<"$output")" defect-jobs
+	assert_equal "$(jq -r .variables.API_KEY <<<"$output")" "<set>"
+	[[ "$output" != *s3cret* && "$output" != *another-secret* ]]
+	# each program its own variables: dq-put has no queue and no ingest key
 	run --separate-stderr dq-put --print-config
 	assert_success
-	assert_equal "$(jq -r .AZURE_SERVICEBUS_QUEUE <<<"$output")" defect-jobs
-	assert_equal "$(jq -r .WORKER_MAX_MESSAGES <<<"$output")" 10
-	assert_equal "$(jq -r .API_KEY <<<"$output")" "<set>"
-	[[ "$output" != *s3cret* && "$output" != *another-secret* ]]
+	assert_equal "$(jq -c '[has("queue"), has("analyzer"), (.variables | has("API_KEY"), has("AZURE_SERVICEBUS_QUEUE"), has("DQ_MAX_IMAGE_BYTES"))]' <<<"$output")" \
+		'[false,false,false,false,true]'
 }
 
 @test "a bad configuration value exits 78 and says which" {

@@ -21,7 +21,7 @@ no_secret() {
 	{
 		dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" "$FIXTURES/text.txt" | dq-enqueue
 		dq-dequeue -n 5 | dq-dequeue --settle
-		for p in dq-put dq-enqueue dq-dequeue dq-analyze; do "$p" --print-config; "$p" --check; done
+		for p in dq-put dq-enqueue dq-dequeue dq-analyze dq-ingest dq-worker; do "$p" --print-config; "$p" --check; done
 		DQ_LOG_FORMAT=text dq-put --bogus
 	} >"$out" 2>&1 || true
 	[ -s "$out" ]
@@ -36,7 +36,8 @@ no_secret() {
 	printf '%s\n' "$output" >"$BATS_TEST_TMPDIR/o1"
 	run dq-dequeue --print-config
 	assert_success
-	assert_equal "$(jq -r .AZURE_STORAGE_CONNECTION_STRING <<<"$output")" "<set>"
+	assert_equal "$(jq -r .variables.AZURE_SERVICEBUS_CONNECTION_STRING <<<"$output")" "<set>"
+	assert_equal "$(jq -r .queue.credentials <<<"$output")" "connection string (AZURE_SERVICEBUS_CONNECTION_STRING)"
 	printf '%s\n' "$output" >>"$BATS_TEST_TMPDIR/o1"
 	run dq-enqueue --check
 	assert_failure 78

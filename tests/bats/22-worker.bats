@@ -4,6 +4,7 @@
 # system error stops the worker without dead-lettering anything.
 
 load helpers
+load users
 
 setup_file() {
 	dq-synth -s 22 -o "$BATS_FILE_TMPDIR/s" -W 320 -H 240 --refs 3 --good 40 --defects 10 >/dev/null 2>&1
@@ -14,6 +15,17 @@ setup() {
 	S=$BATS_FILE_TMPDIR/s
 	export DQ_ANALYZER=reference DQ_REFERENCE_DIR=$S/reference DQ_CACHE_DIR=$BATS_FILE_TMPDIR/cache
 	export DQ_WORKER_WAIT_SECONDS=0.2
+}
+
+teardown() {
+	users_teardown
+}
+
+# Every line of a log is one JSON object.
+json_lines() {
+	local bad
+	bad=$(jq -R -r 'try (fromjson | objects | empty) catch .' "$1")
+	[ -z "$bad" ] || fail "not JSON lines in $1: $bad"
 }
 
 # send N [SKU]: the first N samples stored and enqueued; their records in $BATS_TEST_TMPDIR/sent.
@@ -223,12 +235,14 @@ dead_reasons() {
 	local id
 	id=$(jq -r .message.image_id "$BATS_TEST_TMPDIR/sent")
 	run --separate-stderr dq-worker --drain
+	assert_failure 65
 	assert_equal "$(jq -r .settled <<<"$output")" dead-lettered
 	assert_equal "$(dead_reasons)" no_reference
 	assert_equal "$(get_image "$id" | jq -r '[.status, .error.code] | join(" ")')" "failed no_reference"
 	# redriven before the fix: analyzed again, failed again with the real reason
 	assert_equal "$(redrive | jq -r .settled)" completed
 	run --separate-stderr dq-worker --drain
+	assert_failure 65
 	assert_equal "$(jq -r '[.error.code, .settled] | join(" ")' <<<"$output")" "no_reference dead-lettered"
 	assert_equal "$(log_events "$stderr" | grep -c '^analyze_failed$')" 1
 	assert_equal "$(dead_reasons)" no_reference
@@ -319,7 +333,8 @@ dead_reasons() {
 @test "usage: -h on stdout, bad options exit 64" {
 	run --separate-stderr dq-worker -h
 	assert_success
-	assert_output 'usage: dq-worker [--drain | --once] [--max-runtime SECONDS]'
+	assert_output 'usage: dq-worker [--drain | --once] [--max-runtime SECONDS]
+       dq-worker --check | --print-config'
 	run --separate-stderr dq-worker --max-runtime soon
 	assert_failure 64
 	run --separate-stderr dq-worker --bogus
@@ -327,4 +342,132 @@ dead_reasons() {
 	assert_regex "$stderr" 'usage: dq-worker'
 	run --separate-stderr dq-worker --drain --once
 	assert_failure 64
+}
+
+@test "a run in which messages failed for good exits 65, after settling everything" {
+	send 3
+	dq-put --sku WK-KN-999 --facility yangjiang "$(ls "$S"/samples/* | tail -1)" 2>/dev/null | dq-enqueue >/dev/null 2>&1
+	run --separate-stderr dq-worker --drain
+	assert_failure 65
+	assert_equal "$(jq -r .settled <<<"$output" | sort | uniq -c | sed 's/^ *//' | tr '\n' ' ')" "3 completed 1 dead-lettered "
+	assert_equal "$(jq -r 'select(.event == "worker_stop") | [.reason, .failed, .status] | join(" ")' <<<"$stderr")" "drained 1 65"
+	run --separate-stderr dq-dequeue --peek -n 10 -w 0
+	assert_output ""
+}
+
+@test "DQ_WORKER_GRACE_SECONDS=08 is eight seconds: SIGTERM settles the batch, the log stays JSON" {
+	send 2
+	export WORKER_MAX_MESSAGES=2 DQ_TEST_ANALYZE_DELAY_MS=1000 LOG_LEVEL=DEBUG DQ_WORKER_GRACE_SECONDS=08
+	dq-worker >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
+	local pid=$! st=0
+	wait_for 10 count_is 2 grep -c '"event":"analyzing"' "$BATS_TEST_TMPDIR/err"
+	kill -TERM "$pid"
+	wait "$pid" || st=$?
+	assert_equal "$st" 0
+	json_lines "$BATS_TEST_TMPDIR/err"
+	assert_equal "$(settled "$(cat "$BATS_TEST_TMPDIR/out")")" "2 completed 1"
+	assert_equal "$(jq -r 'select(.event == "shutdown" and .prog == "dq-worker") | .msg' "$BATS_TEST_TMPDIR/err")" \
+		"SIGTERM: taking no more batches, finishing this one within 8s"
+}
+
+@test "numbers the C programs refuse stop the worker at the preflight with 78" {
+	send 1
+	for v in 0x10 1e1 nan -1 ' 5'; do
+		DQ_WORKER_GRACE_SECONDS=$v run --separate-stderr dq-worker --drain
+		assert_failure 78
+		assert_equal "$(jq -r 'select(.event == "config") | .msg' <<<"$stderr")" \
+			"DQ_WORKER_GRACE_SECONDS=$v: expected a decimal number from 0 to 3600"
+	done
+	WORKER_MAX_MESSAGES=1.5 run --separate-stderr dq-worker --drain
+	assert_failure 78
+	assert_equal "$(ready_count) $(locked_count)" "1 0"
+}
+
+@test "a batch killed after the grace period leaves only JSON lines on stderr" {
+	send 2
+	export DQ_TEST_ANALYZE_DELAY_MS=60000 DQ_WORKER_GRACE_SECONDS=0.2 LOG_LEVEL=DEBUG
+	dq-worker --drain >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
+	local pid=$! st=0
+	wait_for 10 count_is 2 grep -c '"event":"analyzing"' "$BATS_TEST_TMPDIR/err"
+	kill -TERM "$pid"
+	wait "$pid" || st=$?
+	assert_equal "$st" 75
+	grep -q '"event":"grace_over"' "$BATS_TEST_TMPDIR/err"
+	json_lines "$BATS_TEST_TMPDIR/err"
+	assert_equal "$(blob_count processed-images) $(locked_count)" "0 2"
+}
+
+@test "a worker killed with SIGKILL leaves no run directory once the next one has started" {
+	send 2
+	export TMPDIR=$BATS_TEST_TMPDIR/tmp
+	mkdir "$TMPDIR"
+	DQ_TEST_ANALYZE_DELAY_MS=60000 setsid dq-worker --drain >/dev/null 2>&1 &
+	local pid=$!
+	wait_for 10 count_is 2 locked_count
+	kill -KILL -- -"$pid"
+	wait "$pid" || true
+	wait_for 10 bash -c "! pgrep -g $pid >/dev/null"
+	assert_equal "$(find "$TMPDIR" -mindepth 1 -maxdepth 1 -name 'dq-worker.*' | wc -l)" 1
+	run --separate-stderr dq-worker --once
+	assert_success
+	assert_equal "$(find "$TMPDIR" -mindepth 1 -maxdepth 1 | wc -l)" 0
+}
+
+@test "a processed container the worker cannot write stops it at the preflight: 78, no delivery counted" {
+	users_setup
+	send 2
+	chmod -R a+rwX "$DQ_LOCAL_DIR/queues"
+	mkdir -m 755 "$DQ_LOCAL_DIR/store/processed-images"
+	run --separate-stderr as "$DQ_WORK" dq-worker --drain
+	assert_failure 78
+	assert_equal "$(jq -r 'select(.event == "preflight_failed") | .msg' <<<"$stderr")" "dq-put --check failed: no message touched"
+	assert_regex "$(jq -r 'select(.event == "check_failed") | .msg' <<<"$stderr")" "processed-images.*Permission denied"
+	run --separate-stderr dq-dequeue --peek -n 10 -w 0
+	assert_equal "$(jq -r .receipt.delivery_count <<<"$output" | tr '\n' ' ')" "0 0 "
+}
+
+@test "a full disk stops the worker at the preflight with 69, no delivery counted" {
+	unshare -m mount -t tmpfs none /mnt 2>/dev/null || skip "needs a mount namespace for a small file system (unshare -m)"
+	mkdir -p "$DQ_LOCAL_DIR"
+	# shellcheck disable=SC2012
+	run --separate-stderr unshare -m bash -c '
+		mount -t tmpfs -o size=1m dqfull "$DQ_LOCAL_DIR" || exit 99
+		dq-put --sku WK-KN-200 --facility yangjiang "$@" 2>/dev/null | dq-enqueue >/dev/null 2>&1
+		cat /dev/zero >"$DQ_LOCAL_DIR/fill" 2>/dev/null
+		dq-worker --drain 2>"$BATS_TEST_TMPDIR/err"
+		echo "status $?"
+		dq-dequeue --peek -n 10 -w 0 2>/dev/null' - $(ls "$S"/samples/* | head -2)
+	assert_success
+	assert_equal "$(head -1 <<<"$output")" "status 69"
+	assert_equal "$(tail -n +2 <<<"$output" | jq -r .receipt.delivery_count | tr '\n' ' ')" "0 0 "
+	assert_regex "$(jq -r 'select(.event == "check_failed") | .msg' "$BATS_TEST_TMPDIR/err" | head -1)" "No space left on device"
+}
+
+@test "the web server's user and the worker's user share one store and queue through a group" {
+	users_setup
+	# as an administrator would: the top directory in the shared group, setgid
+	mkdir -m 2770 "$DQ_LOCAL_DIR"
+	chgrp "$DQ_GROUP" "$DQ_LOCAL_DIR"
+	install -d -o "$DQ_WORK" "$BATS_TEST_TMPDIR/cache"
+	export DQ_CACHE_DIR=$BATS_TEST_TMPDIR/cache
+	local files i
+	# shellcheck disable=SC2012
+	files=$(ls "$S"/samples/* | head -4)
+	for i in 1 2; do
+		# shellcheck disable=SC2086
+		run --separate-stderr as "$DQ_WEB" bash -c 'dq-put --sku WK-KN-200 --facility yangjiang "$@" | dq-enqueue' - \
+			$(sed -n "$((2 * i - 1)),$((2 * i))p" <<<"$files")
+		assert_success
+		run --separate-stderr as "$DQ_WORK" dq-worker --drain
+		worker_ok
+		assert_equal "$(settled "$output")" "2 completed 1"
+	done
+	# the web server's user reads what the worker wrote, and sees nothing left to do
+	run --separate-stderr as "$DQ_WEB" dq-put --stored
+	assert_success
+	assert_output ""
+	run --separate-stderr as "$DQ_WEB" dq-dequeue --peek -n 10 -w 0
+	assert_success
+	assert_output ""
+	assert_equal "$(blob_count processed-images)" 4
 }
