@@ -7,6 +7,11 @@ setup() {
 	dq_env
 }
 
+# Every file and directory under a path, with its mode.
+tree() {
+	find "$1" -printf '%M %P\n' 2>/dev/null | sort
+}
+
 @test "--check passes on a usable local store and queue" {
 	for p in dq-put dq-enqueue dq-dequeue; do
 		run --separate-stderr "$p" --check
@@ -42,4 +47,53 @@ setup() {
 	[ "$status" -ne 0 ] && [ "$status" -ne 65 ]
 	assert_output ""
 	assert_equal "$(jq -r 'select(.level == "ERROR") | .event' <<<"$stderr" | tail -1)" system_error
+}
+
+@test "--check creates nothing, and says what the first run will create" {
+	dq-synth -s 4 -o "$BATS_TEST_TMPDIR/s" -W 160 -H 120 --refs 2 --good 1 --defects 0 >/dev/null 2>&1
+	export DQ_REFERENCE_DIR=$BATS_TEST_TMPDIR/s/reference DQ_CACHE_DIR=$BATS_TEST_TMPDIR/cache
+	for p in dq-put dq-enqueue dq-dequeue dq-analyze dq-worker; do
+		run --separate-stderr "$p" --check
+		assert_success
+		assert_output ""
+		[ ! -e "$DQ_LOCAL_DIR" ] || fail "$p --check created $(tree "$DQ_LOCAL_DIR")"
+	done
+	run --separate-stderr dq-dequeue --check
+	assert_equal "$(jq -r 'select(.event == "check_missing") | .msg' <<<"$stderr")" \
+		"local queue defect-jobs: $DQ_LOCAL_DIR/queues/defect-jobs does not exist yet; the first dq-enqueue or dq-dequeue creates it ($BATS_TEST_TMPDIR takes files)"
+	# on a layout in use, the probes leave nothing behind either
+	dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" 2>/dev/null | dq-enqueue >/dev/null 2>&1
+	local before
+	before=$(tree "$DQ_LOCAL_DIR")
+	for p in dq-put dq-enqueue dq-dequeue dq-analyze dq-worker; do
+		run --separate-stderr "$p" --check
+		assert_success
+		assert_equal "$(tree "$DQ_LOCAL_DIR")" "$before"
+	done
+	assert_equal "$(ls -A "$BATS_TEST_TMPDIR" | grep -c dq-probe)" 0
+}
+
+@test "--check of a spool with a directory missing says which, and that the programs recreate it" {
+	dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" 2>/dev/null | dq-enqueue >/dev/null 2>&1
+	rmdir "$DQ_LOCAL_DIR/queues/defect-jobs/dead"
+	run --separate-stderr dq-dequeue --check
+	assert_failure 78
+	assert_equal "$(jq -r 'select(.event == "check_failed") | .msg' <<<"$stderr")" \
+		"local queue defect-jobs: $DQ_LOCAL_DIR/queues/defect-jobs/dead is missing; dq-enqueue or dq-dequeue recreates it when they can write $DQ_LOCAL_DIR/queues/defect-jobs"
+	[ ! -e "$DQ_LOCAL_DIR/queues/defect-jobs/dead" ]
+}
+
+@test "--check on a full file system exits 69 for the store and the spool" {
+	unshare -m mount -t tmpfs none /mnt 2>/dev/null || skip "needs a mount namespace for a small file system (unshare -m)"
+	mkdir -p "$DQ_LOCAL_DIR"
+	run --separate-stderr unshare -m bash -c '
+		mount -t tmpfs -o size=256k dqfull "$DQ_LOCAL_DIR" || exit 99
+		dq-put --sku WK-KN-200 --facility yangjiang "$1" 2>/dev/null | dq-enqueue >/dev/null 2>&1
+		cat /dev/zero >"$DQ_LOCAL_DIR/fill" 2>/dev/null
+		dq-put --check; echo "put $?"
+		dq-enqueue --check; echo "enqueue $?"' - "$FIXTURES/a.jpg"
+	assert_success
+	assert_equal "$output" "put 69
+enqueue 69"
+	assert_equal "$(jq -r 'select(.event == "check_failed") | .code' <<<"$stderr" | tr '\n' ' ')" "store_io no_space "
 }
