@@ -291,8 +291,9 @@ int dq_message_check(json_t *msg, struct dq_err *);
 /* Blob metadata (flat string map) from a message and back. */
 json_t *dq_message_to_metadata(json_t *msg);
 json_t *dq_message_from_metadata(json_t *meta, struct dq_err *);
-/* Extra metadata given by a user: a JSON object of bounded size/depth. */
-json_t *dq_extra_parse(const char *text, size_t len, struct dq_err *);
+/* Extra metadata given by a user: a JSON object of bounded size/depth;
+ * what names it in errors ("--extra", "metadata"). */
+json_t *dq_extra_parse(const char *what, const char *text, size_t len, struct dq_err *);
 
 /* store.c: the store interface. */
 enum dq_put_mode {

@@ -492,7 +492,7 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 		    "product_sku and facility: 1 to 64 of A-Z a-z 0-9 . _ -");
 		goto out;
 	}
-	if (f.metadata && (extra = dq_extra_parse(f.metadata, f.metadata_len, &e)) == NULL) {
+	if (f.metadata && (extra = dq_extra_parse("metadata", f.metadata, f.metadata_len, &e)) == NULL) {
 		fail_err(r, 400, &e);
 		goto out;
 	}

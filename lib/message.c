@@ -364,13 +364,13 @@ dq_message_from_metadata(json_t *meta, struct dq_err *err)
 }
 
 json_t *
-dq_extra_parse(const char *text, size_t len, struct dq_err *err)
+dq_extra_parse(const char *what, const char *text, size_t len, struct dq_err *err)
 {
 	json_t *j;
 	json_error_t je;
 
 	if (len > EXTRA_MAX_BYTES) {
-		dq_err_record(err, "bad_metadata", "metadata exceeds %d bytes", EXTRA_MAX_BYTES);
+		dq_err_record(err, "bad_metadata", "%s exceeds %d bytes", what, EXTRA_MAX_BYTES);
 		return NULL;
 	}
 	/* Bound nesting before Jansson recurses into it: brackets outside
@@ -387,8 +387,8 @@ dq_extra_parse(const char *text, size_t len, struct dq_err *err)
 			in_str = 1;
 		else if (c == '[' || c == '{') {
 			if (++depth > EXTRA_MAX_DEPTH) {
-				dq_err_record(err, "bad_metadata", "metadata nests deeper than %d levels",
-				    EXTRA_MAX_DEPTH);
+				dq_err_record(err, "bad_metadata", "%s nests deeper than %d levels",
+				    what, EXTRA_MAX_DEPTH);
 				return NULL;
 			}
 		} else if ((c == ']' || c == '}') && depth > 0)
@@ -396,12 +396,12 @@ dq_extra_parse(const char *text, size_t len, struct dq_err *err)
 	}
 	j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
 	if (!j) {
-		dq_err_record(err, "bad_metadata", "metadata is not valid JSON: %s", je.text);
+		dq_err_record(err, "bad_metadata", "%s is not valid JSON: %s", what, je.text);
 		return NULL;
 	}
 	if (!json_is_object(j)) {
 		json_decref(j);
-		dq_err_record(err, "bad_metadata", "metadata must be a JSON object");
+		dq_err_record(err, "bad_metadata", "%s must be a JSON object", what);
 		return NULL;
 	}
 	return j;

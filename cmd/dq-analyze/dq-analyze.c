@@ -586,8 +586,11 @@ main(int argc, char *argv[])
 		usage("--sku applies to FILE arguments");
 	if (sku && !dq_safe_token(sku))
 		usage("--sku may hold only letters, digits, '.', '_' and '-'");
-	if (annotate_dir && (stat(annotate_dir, &sb) < 0 || !S_ISDIR(sb.st_mode)))
-		usage("--annotate wants an existing directory");
+	/* --annotate DIR: made when missing, like the store's directories. */
+	if (annotate_dir && (dq_mkdirs(annotate_dir, 0777) < 0 || stat(annotate_dir, &sb) < 0))
+		usage(dq_xasprintf("--annotate %s: %s", annotate_dir, strerror(errno)));
+	if (annotate_dir && !S_ISDIR(sb.st_mode))
+		usage(dq_xasprintf("--annotate %s: not a directory", annotate_dir));
 	if (argc > 0 && !sku)
 		sku = default_sku();
 

@@ -289,7 +289,7 @@ main(int argc, char *argv[])
 			usage("--sku and --facility may hold only letters, digits, '.', '_' and '-'");
 		if (id && (!dq_uuid_valid(id) || argc > 1))
 			usage("--id wants one FILE and a lowercase UUID");
-		if (extra_s && !(extra = dq_extra_parse(extra_s, strlen(extra_s), &err)))
+		if (extra_s && !(extra = dq_extra_parse("--extra", extra_s, strlen(extra_s), &err)))
 			usage(err.msg);
 		if (replace)
 			usage("--replace applies to artifacts read from records");

@@ -99,7 +99,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	for (const char *k = "product_sku\0facility\0metadata\0"; *k; k += strlen(k) + 1) {
 		if (dq_http_query(query, k, 4096, &v, &vlen) == 1) {
-			json_t *j = dq_extra_parse(v, vlen, &err);
+			json_t *j = dq_extra_parse("metadata", v, vlen, &err);
 
 			json_decref(j);
 		}
@@ -118,7 +118,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		mp.metadata_max = 1 << 14;
 		if (dq_multipart_parse(&mp, mem_read, &m, (long long)n, &err) == 0 &&
 		    mp.metadata) {
-			json_t *j = dq_extra_parse(mp.metadata, mp.metadata_len, &err);
+			json_t *j = dq_extra_parse("metadata", mp.metadata, mp.metadata_len, &err);
 
 			json_decref(j);
 		}
