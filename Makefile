@@ -70,6 +70,7 @@ $(B)/tests/unit/%: tests/unit/%.c $(LIBA)
 install: all
 	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)/dq $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7
 	for p in $(PROGS) $(SCRIPTS); do install -m 755 $(B)/bin/$$p $(DESTDIR)$(BINDIR)/$$p; done
+	install -m 755 $(TOOLS) $(DESTDIR)$(BINDIR)/
 	install -m 755 cmd/dq-ingest/ingest.cgi $(DESTDIR)$(LIBEXECDIR)/dq/ingest.cgi
 	install -m 644 man/*.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 man/*.7 $(DESTDIR)$(MANDIR)/man7/
