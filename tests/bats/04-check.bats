@@ -57,6 +57,7 @@ tree() {
 		assert_success
 		assert_output ""
 		[ ! -e "$DQ_LOCAL_DIR" ] || fail "$p --check created $(tree "$DQ_LOCAL_DIR")"
+		[ ! -e "$DQ_CACHE_DIR" ] || fail "$p --check created $DQ_CACHE_DIR"
 	done
 	run --separate-stderr dq-dequeue --check
 	assert_equal "$(jq -r 'select(.event == "check_missing") | .msg' <<<"$stderr")" \
