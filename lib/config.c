@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "dq.h"
 
@@ -311,6 +312,11 @@ dq_config_print(FILE *fp, const char *prog)
 			json_object_set_new(vs, v->name, json_string(s));
 	}
 	json_object_set_new(o, "variables", vs);
-	dq_write_record(fp, o);
+	/* a record for jq; indented for a person at a terminal */
+	if (isatty(fileno(fp))) {
+		json_dumpf(o, fp, JSON_INDENT(2));
+		fputc('\n', fp);
+	} else
+		dq_write_record(fp, o);
 	json_decref(o);
 }

@@ -330,6 +330,19 @@ dead_reasons() {
 	assert_equal "$(ready_count)" 2
 }
 
+@test "--print-config: the stages' store, queue and analyzer, then the variables the worker and its stages read" {
+	export DQ_WORKER_GRACE_SECONDS=08 API_KEY=ops:S3CRET
+	run --separate-stderr dq-worker --print-config
+	assert_success
+	assert_equal "$(jq -c '[.program, .store.backend, .queue.dir, .analyzer.backend, .analyzer.reference_dir, .analyzer.cache_dir, .analyzer.credentials]' <<<"$output")" \
+		"[\"dq-worker\",\"local\",\"$DQ_LOCAL_DIR/queues/defect-jobs\",\"reference\",\"$DQ_REFERENCE_DIR\",\"$DQ_CACHE_DIR\",\"none (local)\"]"
+	assert_equal "$(jq -c '.variables | [.DQ_WORKER_GRACE_SECONDS, .WORKER_MAX_MESSAGES, has("API_KEY"), has("CORS_ORIGINS")]' <<<"$output")" \
+		'["08","10",false,false]'
+	[[ "$output" != *S3CRET* ]]
+	run --separate-stderr dq-worker --print-config --drain
+	assert_failure 64
+}
+
 @test "usage: -h on stdout, bad options exit 64" {
 	run --separate-stderr dq-worker -h
 	assert_success
