@@ -98,3 +98,25 @@ tree() {
 enqueue 69"
 	assert_equal "$(jq -r 'select(.event == "check_failed") | .code' <<<"$stderr" | tr '\n' ' ')" "store_io no_space "
 }
+
+@test "--check of a processed container on a read-only mount exits 78; the raw one is probed only for FILEs" {
+	unshare -m mount -t tmpfs none /mnt 2>/dev/null || skip "needs a mount namespace for a read-only mount (unshare -m)"
+	dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" >/dev/null 2>&1
+	mkdir -p "$DQ_LOCAL_DIR/store/processed-images"
+	run --separate-stderr unshare -m bash -c '
+		for c in processed-images raw-images; do
+			mount --bind -o ro "$DQ_LOCAL_DIR/store/$c" "$DQ_LOCAL_DIR/store/$c" || exit 99
+			dq-put --check; echo "$c put $?"
+			dq-put --check "$1"; echo "$c put FILE $?"
+			umount "$DQ_LOCAL_DIR/store/$c"
+		done' - "$FIXTURES/b.png"
+	assert_success
+	assert_equal "$output" "processed-images put 78
+processed-images put FILE 78
+raw-images put 0
+raw-images put FILE 78"
+	assert_equal "$(jq -r 'select(.event == "check_failed") | .msg' <<<"$stderr" | sed 's/: [^:]*$//' | sort -u)" \
+		"local store: write $DQ_LOCAL_DIR/store/processed-images
+local store: write $DQ_LOCAL_DIR/store/raw-images"
+	assert_equal "$(jq -r 'select(.event == "check_failed") | .msg' <<<"$stderr" | sed 's/.*: //' | sort -u)" "Read-only file system"
+}
