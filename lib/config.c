@@ -1,13 +1,14 @@
 /*
  * config.c - configuration from the environment, read once and validated.
  *
- * The table below is the list of DESIGN §6: name, default, kind, and the
- * concerns that read it, so that --print-config shows each program the
- * variables it reads (the programs' table is below it).  Secrets are
- * never printed; --print-config shows them as "<set>".
+ * The table of variables is the list of DESIGN §6: name, default, kind,
+ * and the concerns that read it; the table of programs says which
+ * concerns each program has, so that --print-config shows each program
+ * the variables it reads.  Secrets are never printed; --print-config
+ * shows them as "<set>".
  *
  * Numbers are plain decimals: digits, and for seconds and milliseconds a
- * fraction (".5"); leading zeros mean nothing ("08" is 8).  No sign, no
+ * fraction ("0.5"); leading zeros mean nothing ("08" is 8).  No sign, no
  * exponent, no hex, no "nan": what strtod alone would take differs from
  * what a shell's arithmetic takes, and dq-worker relies on this rule.
  */
