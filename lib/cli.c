@@ -56,10 +56,9 @@ dq_cli_print_config(void)
  * --check: the configuration and the backends a program uses, before any
  * record is touched, creating nothing.  The containers a program will
  * write take a probe (store's DQ_CHECK_* bits), the queue one in its
- * spool.  78 for a configuration or
- * authorisation problem (a read-only container included), 69 for a
- * backend that does not answer or takes no writes (a full disk), 0 when
- * all is well.
+ * spool.  78 for a configuration or authorisation problem (a read-only
+ * container included), 69 for a backend that does not answer or takes no
+ * writes (a full disk), 0 when all is well.
  */
 void
 dq_cli_check(int store, int queue, const char *qname)

@@ -15,6 +15,8 @@ setup() {
 	export DQ_ANALYZER=reference DQ_REFERENCE_DIR=$S/reference DQ_CACHE_DIR=$BATS_FILE_TMPDIR/cache
 	export DQ_WORKER_WAIT_SECONDS=0.5 DQ_LOCK_SECONDS=2 WORKER_MAX_MESSAGES=5
 	export DQ_TEST_ANALYZE_DELAY_MS=150 DQ_WORKER_GRACE_SECONDS=20
+	export TMPDIR=$BATS_TEST_TMPDIR/tmp
+	mkdir -p "$TMPDIR"
 	PIDS=()
 }
 
@@ -66,4 +68,6 @@ start_worker() {
 	assert_equal "$(ready_count) $(locked_count)" "0 0"
 	assert_equal "$(find "$DQ_LOCAL_DIR/queues/defect-jobs/dead" -type f | wc -l)" 0
 	refute [ -n "$(find "$DQ_LOCAL_DIR/store/processed-images" -name '*.error.json')" ]
+	# the killed workers' run directories went with the later starts
+	assert_equal "$(find "$TMPDIR" -mindepth 1 -maxdepth 1 -name 'dq-worker.*' | wc -l)" 0
 }
