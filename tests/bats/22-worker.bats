@@ -431,6 +431,9 @@ dead_reasons() {
 	send 2
 	chmod -R a+rwX "$DQ_LOCAL_DIR/queues"
 	mkdir -m 755 "$DQ_LOCAL_DIR/store/processed-images"
+	# the worker's own cache: only the processed container is wrong
+	install -d -o "$DQ_WORK" "$BATS_TEST_TMPDIR/cache"
+	export DQ_CACHE_DIR=$BATS_TEST_TMPDIR/cache
 	run --separate-stderr as "$DQ_WORK" dq-worker --drain
 	assert_failure 78
 	assert_equal "$(jq -r 'select(.event == "preflight_failed") | .msg' <<<"$stderr")" "dq-put --check failed: no message touched"
