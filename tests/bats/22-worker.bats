@@ -44,16 +44,6 @@ settled() {
 	jq -r '[.settled, .receipt.delivery_count] | join(" ")' <<<"$1" | sort | uniq -c | sed 's/^ *//'
 }
 
-# Every lease in the spool has run out (the expiry in ms is the last part of the name).
-leases_expired() {
-	local f now
-	now=$(date +%s%3N)
-	for f in "$DQ_LOCAL_DIR"/queues/defect-jobs/locked/*; do
-		[ -e "$f" ] || continue
-		[ "${f##*.}" -lt "$now" ] || return 1
-	done
-}
-
 # worker_ok: the last run succeeded; if not, show what was not routine.
 worker_ok() {
 	[ "$status" -eq 0 ] && return

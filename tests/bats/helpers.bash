@@ -66,6 +66,16 @@ locked_count() {
 	find "$DQ_LOCAL_DIR/queues/${1:-defect-jobs}/locked" -type f 2>/dev/null | wc -l
 }
 
+# Every lease in the local spool has run out (the expiry in ms ends the name).
+leases_expired() {
+	local f now
+	now=$(date +%s%3N)
+	for f in "$DQ_LOCAL_DIR"/queues/${1:-defect-jobs}/locked/*; do
+		[ -e "$f" ] || continue
+		[ "${f##*.}" -lt "$now" ] || return 1
+	done
+}
+
 # count_is N COMMAND...: COMMAND prints N (for wait_for).
 count_is() {
 	local want=$1

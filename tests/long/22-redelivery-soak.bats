@@ -54,16 +54,6 @@ stopped() {
 	[ "$(ps -o stat= -p "$1" 2>/dev/null)" = "" ] || [[ "$(ps -o stat= -p "$1")" == Z* ]]
 }
 
-# Every lease in the spool has run out (the expiry in ms ends the name).
-leases_expired() {
-	local f now
-	now=$(date +%s%3N)
-	for f in "$DQ_LOCAL_DIR"/queues/defect-jobs/locked/*; do
-		[ -e "$f" ] || continue
-		[ "${f##*.}" -lt "$now" ] || return 1
-	done
-}
-
 # events FILE: the JSON lines of a log (anything else a shell wrote is skipped).
 events() {
 	jq -cR 'fromjson? // empty' "$1"
