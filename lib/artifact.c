@@ -174,6 +174,22 @@ dq_message_reprocess(json_t *msg, time_t *requested_at)
 	return 1;
 }
 
+/* doc as a line of JSON in the processed container. */
+static int
+put_json(struct dq_store *s, const char *name, json_t *doc, enum dq_put_mode mode,
+    struct dq_put_result *res, struct dq_err *err)
+{
+	char *text = dq_json_dumps(doc);
+	int r;
+
+	text = dq_xrealloc(text, strlen(text) + 2);
+	strcat(text, "\n");
+	r = dq_store_put(s, dq_cfg.processed_container, name, text, strlen(text),
+	    "application/json", NULL, mode, res, err);
+	free(text);
+	return r;
+}
+
 /* A blob of the processed container as JSON: 1 with *doc, 0 absent, -1 error. */
 static int
 get_json(struct dq_store *s, const char *name, json_t **doc, struct dq_err *err)
@@ -281,7 +297,7 @@ dq_marker_add(struct dq_store *s, json_t *rec, struct dq_put_result *res, struct
 	json_t *mid = json_object_get(receipt, "message_id"), *old = NULL, *failures = NULL;
 	json_t *entry, *doc;
 	const char *id = json_string_value(json_object_get(msg, "image_id"));
-	char name[64], now[21], *text;
+	char name[64], now[21];
 	int r = -1, tries;
 
 	dq_marker_name(id, name, sizeof name);
@@ -309,12 +325,7 @@ dq_marker_add(struct dq_store *s, json_t *rec, struct dq_put_result *res, struct
 		    "attempts", json_object_get(entry, "attempts"),
 		    "message_id", json_object_get(entry, "message_id"),
 		    "error", json_object_get(entry, "error"), "message", msg, "failures", failures);
-		text = dq_json_dumps(doc);
-		text = dq_xrealloc(text, strlen(text) + 2);
-		strcat(text, "\n");
-		r = dq_store_put(s, dq_cfg.processed_container, name, text, strlen(text),
-		    "application/json", NULL, old ? DQ_PUT_REPLACE : DQ_PUT_CREATE, res, err);
-		free(text);
+		r = put_json(s, name, doc, old ? DQ_PUT_REPLACE : DQ_PUT_CREATE, res, err);
 		json_decref(doc);
 		/* A first marker written meanwhile by another: read it and add to it. */
 		if (r < 0 || old || !res->existing)
@@ -376,7 +387,7 @@ dq_artifact_put(struct dq_store *s, json_t *doc, int replace, struct dq_put_resu
 	const char *id = json_string_value(json_object_get(doc, "image_id"));
 	unsigned char *old = NULL;
 	size_t oldlen;
-	char name[64], *text;
+	char name[64];
 	int r;
 
 	dq_artifact_name(id, name, sizeof name);
@@ -391,11 +402,5 @@ dq_artifact_put(struct dq_store *s, json_t *doc, int replace, struct dq_put_resu
 				return -1;
 		}
 	}
-	text = dq_json_dumps(doc);
-	text = dq_xrealloc(text, strlen(text) + 2);
-	strcat(text, "\n");
-	r = dq_store_put(s, dq_cfg.processed_container, name, text, strlen(text),
-	    "application/json", NULL, replace ? DQ_PUT_REPLACE : DQ_PUT_CREATE, res, err);
-	free(text);
-	return r;
+	return put_json(s, name, doc, replace ? DQ_PUT_REPLACE : DQ_PUT_CREATE, res, err);
 }

@@ -251,25 +251,41 @@ trim(const char **s, size_t *n)
 		(*n)--;
 }
 
+/* The next entry of a comma-separated list, trimmed (maybe empty): 1, or 0
+ * at the end; *p moves past it and its comma. */
+static int
+list_next(const char **p, const char **e, size_t *elen)
+{
+	const char *c;
+	size_t len;
+
+	if (**p == '\0')
+		return 0;
+	c = strchr(*p, ',');
+	len = c ? (size_t)(c - *p) : strlen(*p);
+	*e = *p;
+	*elen = len;
+	trim(e, elen);
+	*p += len;
+	if (**p == ',')
+		(*p)++;
+	return 1;
+}
+
 static int
 addr_in_n(const char *addr, size_t alen, const char *list)
 {
 	unsigned char a[16], b[16];
 	int fa, bits;
-	const char *p = list;
+	const char *p = list, *e;
+	size_t elen;
 
 	if (list == NULL)
 		return 0;
 	trim(&addr, &alen);
 	if ((fa = parse_addr(addr, alen, a, NULL)) < 0)
 		return 0;
-	while (*p) {
-		const char *c = strchr(p, ',');
-		size_t len = c ? (size_t)(c - p) : strlen(p);
-		const char *e = p;
-		size_t elen = len;
-
-		trim(&e, &elen);
+	while (list_next(&p, &e, &elen)) {
 		if (parse_addr(e, elen, b, &bits) == fa) {
 			int full = bits / 8, rest = bits % 8;
 
@@ -277,9 +293,6 @@ addr_in_n(const char *addr, size_t alen, const char *list)
 			    ((a[full] ^ b[full]) & (0xff << (8 - rest)) & 0xff) == 0))
 				return 1;
 		}
-		p += len;
-		if (*p == ',')
-			p++;
 	}
 	return 0;
 }
@@ -355,7 +368,8 @@ dq_http_auth(const char *api_keys, const char *cred, size_t credlen,
     char *name, size_t n)
 {
 	char want[65], got[65];
-	const char *p = api_keys;
+	const char *p = api_keys, *e;
+	size_t elen;
 	int ok = 0;
 
 	if (n)
@@ -364,13 +378,10 @@ dq_http_auth(const char *api_keys, const char *cred, size_t credlen,
 		return 0;
 	/* Hashes first: equal lengths, so the comparison leaks no length. */
 	dq_sha256_hex(cred, credlen, got);
-	while (*p) {
-		const char *c = strchr(p, ',');
-		size_t len = c ? (size_t)(c - p) : strlen(p);
-		const char *e = p, *colon, *secret;
-		size_t elen = len, slen, nlen = 0;
+	while (list_next(&p, &e, &elen)) {
+		const char *colon, *secret;
+		size_t slen, nlen = 0;
 
-		trim(&e, &elen);
 		colon = memchr(e, ':', elen);
 		secret = colon ? colon + 1 : e;
 		slen = colon ? elen - (size_t)(colon - e) - 1 : elen;
@@ -388,9 +399,6 @@ dq_http_auth(const char *api_keys, const char *cred, size_t credlen,
 				}
 			}
 		}
-		p += len;
-		if (*p == ',')
-			p++;
 	}
 	dq_wipe(want, sizeof want);
 	dq_wipe(got, sizeof got);
@@ -400,25 +408,15 @@ dq_http_auth(const char *api_keys, const char *cred, size_t credlen,
 int
 dq_http_origin_allowed(const char *allowlist, const char *origin)
 {
-	const char *p = allowlist;
-	size_t olen;
+	const char *p = allowlist, *e;
+	size_t olen, elen;
 
 	if (allowlist == NULL || origin == NULL || *origin == '\0')
 		return 0;
 	olen = strlen(origin);
-	while (*p) {
-		const char *c = strchr(p, ',');
-		size_t len = c ? (size_t)(c - p) : strlen(p);
-		const char *e = p;
-		size_t elen = len;
-
-		trim(&e, &elen);
+	while (list_next(&p, &e, &elen))
 		if (elen == olen && memcmp(e, origin, olen) == 0)
 			return 1;
-		p += len;
-		if (*p == ',')
-			p++;
-	}
 	return 0;
 }
 
@@ -565,15 +563,10 @@ int
 dq_http_list_check(const char *list, int (*ok)(const char *, size_t),
     char *bad, size_t n)
 {
-	const char *p = list ? list : "";
+	const char *p = list ? list : "", *e;
+	size_t elen;
 
-	while (*p) {
-		const char *c = strchr(p, ',');
-		size_t len = c ? (size_t)(c - p) : strlen(p);
-		const char *e = p;
-		size_t elen = len;
-
-		trim(&e, &elen);
+	while (list_next(&p, &e, &elen)) {
 		if (!ok(e, elen)) {
 			if (n) {
 				if (elen >= n)
@@ -583,9 +576,6 @@ dq_http_list_check(const char *list, int (*ok)(const char *, size_t),
 			}
 			return -1;
 		}
-		p += len;
-		if (*p == ',')
-			p++;
 	}
 	return 0;
 }
