@@ -27,11 +27,12 @@ LDLIBS = $(PKG_LIBS) -lfcgi -lm -pthread
 
 PROGS = dq-put dq-enqueue dq-dequeue dq-analyze dq-ingest
 SCRIPTS = dq-worker
-LIBSRC = $(wildcard lib/*.c)
+LIBSRC = $(wildcard lib/*.c lib/*/*.c lib/*/*/*.c)
+LIBHDR = $(wildcard lib/*.h lib/*/*.h lib/*/*/*.h)
 LIBOBJ = $(patsubst %.c,$(B)/%.o,$(LIBSRC))
 LIBA = $(B)/lib/libdq.a
 TOOLS = $(B)/tools/dq-synth
-UNIT = $(B)/tests/unit/spool-test $(B)/tests/unit/refan-test $(B)/tests/unit/image-test
+UNIT = $(B)/tests/unit/spool-test $(B)/tests/unit/reference-test $(B)/tests/unit/image-test
 BINS = $(addprefix $(B)/bin/,$(PROGS) $(SCRIPTS))
 
 all: deps-check $(BINS) $(TOOLS)
@@ -46,7 +47,7 @@ deps-check:
 $(LIBA): $(LIBOBJ)
 	$(AR) rcs $@ $(LIBOBJ)
 
-$(B)/lib/%.o: lib/%.c lib/dq.h $(wildcard lib/*.h)
+$(B)/lib/%.o: lib/%.c $(LIBHDR)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -118,7 +119,7 @@ FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_RUN = -dict=tests/fuzz/ingest.dict -artifact_prefix=tests/fuzz/crash- -max_len=65536 -rss_limit_mb=1024
 
-tests/fuzz/fuzz-ingest: tests/fuzz/fuzz-ingest.c $(LIBSRC) lib/dq.h $(wildcard lib/*.h)
+tests/fuzz/fuzz-ingest: tests/fuzz/fuzz-ingest.c $(LIBSRC) $(LIBHDR)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -std=c11 -D_GNU_SOURCE -Ilib $(PKG_CFLAGS) -o $@ \
 		tests/fuzz/fuzz-ingest.c $(LIBSRC) $(PKG_LIBS) -lm -pthread
 
@@ -140,6 +141,6 @@ deps-test:
 	sh tools/deps.sh test
 
 clean:
-	rm -rf bin lib/*.o lib/libdq.a tools/dq-synth tests/unit/*-test build tests/fuzz/fuzz-ingest
+	rm -rf bin lib/*.o lib/*/*.o lib/*/*/*.o lib/libdq.a tools/dq-synth tests/unit/*-test build tests/fuzz/fuzz-ingest
 
 .PHONY: all deps-check install check check-run check-long check-asan demo lint deps-build deps-test clean

@@ -3,7 +3,7 @@
 # Images), beside what the same image costs anyway: CPU time per call.
 #
 # usage: bench/validate.sh [RUNS]
-# Run from the source tree; builds dq-synth, image-test and refan-test when
+# Run from the source tree; builds dq-synth, image-test and reference-test when
 # missing.  Images are dq-synth's 4000x3000 good part in JPEG (quality 90),
 # PNG and WebP.
 set -eu
@@ -11,7 +11,7 @@ set -eu
 RUNS=${1:-10}
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-make -s tools/dq-synth tests/unit/image-test tests/unit/refan-test >/dev/null
+make -s tools/dq-synth tests/unit/image-test tests/unit/reference-test >/dev/null
 command -v jq >/dev/null || { echo "validate: jq is needed" >&2; exit 69; }
 one=""
 command -v taskset >/dev/null && one="taskset -c 0"
@@ -26,7 +26,7 @@ for f in jpeg png webp; do
 done
 # The whole reference analysis of the JPEG (decode at 2/8 included), wall
 # time on one core: the model in memory, after a warm-up.
-ana=$(DQ_CACHE_DIR=$t/cache $one tests/unit/refan-test -r "$t/jpeg/reference" time "$t/jpeg/samples/good-001.jpg" "$RUNS" |
+ana=$(DQ_CACHE_DIR=$t/cache $one tests/unit/reference-test -r "$t/jpeg/reference" time "$t/jpeg/samples/good-001.jpg" "$RUNS" |
 	jq .ms_per_image)
 
 echo "validation of a 4000x3000 image, CPU ms per call over $RUNS runs, one core"

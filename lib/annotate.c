@@ -5,7 +5,8 @@
  */
 #include <stdlib.h>
 
-#include "refan.h"
+#include "dq.h"
+
 
 static void
 fill(struct dq_raster *r, long x0, long y0, long x1, long y1)

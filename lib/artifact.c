@@ -199,7 +199,7 @@ get_json(struct dq_store *s, const char *name, json_t **doc, struct dq_err *err)
 	int r;
 
 	*doc = NULL;
-	if ((r = s->ops->get(s, dq_cfg.processed_container, name, &data, &len, NULL, err)) <= 0)
+	if ((r = dq_store_get(s, dq_cfg.processed_container, name, &data, &len, NULL, err)) <= 0)
 		return r;
 	*doc = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, NULL);
 	free(data);
@@ -272,7 +272,7 @@ dq_skip_existing(struct dq_store *s, json_t *rec, json_t **skipped, struct dq_er
 		json_decref(doc);
 		if (r > 0)
 			return *skipped != NULL;
-	} else if ((r = s->ops->exists(s, dq_cfg.processed_container, name, err)) != 0) {
+	} else if ((r = dq_store_exists(s, dq_cfg.processed_container, name, err)) != 0) {
 		if (r > 0)
 			*skipped = json_pack("{s:s}", "reason", "processed");
 		return r;
@@ -362,7 +362,7 @@ keep_copy(struct dq_store *s, const char *id, const unsigned char *old, size_t o
 			return -1;
 		if (kr.existing) {
 			/* A copy of that millisecond: ours only if the same bytes. */
-			if ((r = s->ops->get(s, dq_cfg.processed_container, kept, &there, &len, NULL, err)) < 0)
+			if ((r = dq_store_get(s, dq_cfg.processed_container, kept, &there, &len, NULL, err)) < 0)
 				return -1;
 			same = r > 0 && len == oldlen && memcmp(there, old, len) == 0;
 			if (r > 0)
@@ -381,7 +381,7 @@ keep_copy(struct dq_store *s, const char *id, const unsigned char *old, size_t o
 }
 
 int
-dq_artifact_put(struct dq_store *s, json_t *doc, int replace, struct dq_put_result *res,
+dq_artifact_put(struct dq_store *s, json_t *doc, enum dq_put_mode mode, struct dq_put_result *res,
     struct dq_err *err)
 {
 	const char *id = json_string_value(json_object_get(doc, "image_id"));
@@ -391,9 +391,9 @@ dq_artifact_put(struct dq_store *s, json_t *doc, int replace, struct dq_put_resu
 	int r;
 
 	dq_artifact_name(id, name, sizeof name);
-	if (replace) {
+	if (mode == DQ_PUT_REPLACE) {
 		/* What is replaced stays findable: <id>.<when>.json beside it. */
-		if ((r = s->ops->get(s, dq_cfg.processed_container, name, &old, &oldlen, NULL, err)) < 0)
+		if ((r = dq_store_get(s, dq_cfg.processed_container, name, &old, &oldlen, NULL, err)) < 0)
 			return -1;
 		if (r > 0) {
 			r = keep_copy(s, id, old, oldlen, err);
@@ -402,5 +402,5 @@ dq_artifact_put(struct dq_store *s, json_t *doc, int replace, struct dq_put_resu
 				return -1;
 		}
 	}
-	return put_json(s, name, doc, replace ? DQ_PUT_REPLACE : DQ_PUT_CREATE, res, err);
+	return put_json(s, name, doc, mode, res, err);
 }

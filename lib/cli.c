@@ -68,11 +68,11 @@ dq_cli_check(int store, int queue, const char *qname)
 	struct dq_queue *q = NULL;
 	int st = 0;
 
-	if (store && (!(s = dq_store_open(&err)) || s->ops->check(s, &err) < 0 ||
-	    ((store & DQ_CHECK_RAW) && s->ops->probe(s, dq_cfg.raw_container, &err) < 0) ||
-	    ((store & DQ_CHECK_PROCESSED) && s->ops->probe(s, dq_cfg.processed_container, &err) < 0)))
+	if (store && (!(s = dq_store_open(&err)) || dq_store_check(s, &err) < 0 ||
+	    ((store & DQ_CHECK_RAW) && dq_store_probe(s, dq_cfg.raw_container, &err) < 0) ||
+	    ((store & DQ_CHECK_PROCESSED) && dq_store_probe(s, dq_cfg.processed_container, &err) < 0)))
 		goto fail;
-	if (queue && (!(q = dq_queue_open_check(qname, &err)) || q->ops->check(q, &err) < 0))
+	if (queue && (!(q = dq_queue_open_check(qname, &err)) || dq_queue_check(q, &err) < 0))
 		goto fail;
 	dq_log(DQ_INFO, "check_ok", NULL, "configuration and backends are usable");
 	goto out;

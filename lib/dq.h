@@ -1,7 +1,10 @@
 /*
  * dq.h - the map of libdq.
  *
- * Declarations are grouped by the file that defines them.  Jansson
+ * Declarations are grouped by folder (the core at lib/, then store/,
+ * queue/, analyzer/ and the code over them), then by the file that
+ * defines them; the private headers of ingest/ and analyzer/reference/
+ * are named where their folder is.  Jansson
  * references: a function taking a json_t * borrows it unless its comment
  * says "steals"; a function returning a json_t * gives the caller a new
  * reference.
@@ -44,6 +47,15 @@ struct dq_err {
 	char code[48];		/* machine-readable: "not_an_image", ... */
 	char msg[512];		/* human-readable, no secrets */
 };
+
+/* The interfaces, declared here so the core can name them. */
+struct dq_store;
+struct dq_queue;
+struct dq_analyzer;
+
+/*
+ * lib/: the core, one file per concern.
+ */
 
 /* util.c */
 extern const char *dq_prog;		/* set by dq_init() */
@@ -225,6 +237,8 @@ int dq_record_has_error(json_t *rec, int *retryable);
 char *dq_json_dumps(json_t *);
 /* Round to at most `places` decimals, for deterministic output. */
 double dq_round(double v, int places);
+/* locked_until of a receipt in ms since the epoch, 0 when unknown. */
+int64_t dq_receipt_locked_until_ms(json_t *receipt);
 
 /* image.c: header sniffing, no pixel decoding. */
 enum dq_image_type { DQ_IMG_UNKNOWN, DQ_IMG_JPEG, DQ_IMG_PNG, DQ_IMG_WEBP };
@@ -258,10 +272,35 @@ int dq_image_validate(const unsigned char *, size_t, struct dq_image_info *, str
  */
 int dq_image_read(const char *path, unsigned char **data, size_t *len, struct dq_err *);
 
+/* pixels.c: JPEG, PNG and WebP decoded to 8-bit gray or RGB, and back. */
+/* An 8-bit raster, row-major, ch = 1 (gray) or 3 (RGB). */
+struct dq_raster {
+	int w, h, ch;
+	unsigned char *px;
+	long orig_w, orig_h;	/* the stored image's size before scaling */
+};
+
 /*
- * decode.c (the rest of it is in refan.h): decode the whole image at the
- * smallest scale the codec offers and discard the pixels; 0, or -1 with the
- * record error corrupt_image when the decoder fails or warns about the data.
+ * Decode JPEG, PNG or WebP into ch channels (1 or 3).  When min_w/min_h
+ * are positive the decoder may scale down (JPEG by its DCT, WebP by its
+ * scaler) as long as the result stays at least min_w x min_h; PNG is
+ * always decoded whole.  EXIF orientation is ignored.  0, or -1 with err
+ * (record scope, code "undecodable").
+ */
+int dq_decode(const unsigned char *data, size_t len, int ch, int min_w,
+    int min_h, struct dq_raster *out, struct dq_err *err);
+void dq_raster_free(struct dq_raster *);
+
+/* Encoders: 0 or -1 with errno-style failure left in err. */
+int dq_png_write(const char *path, const struct dq_raster *, struct dq_err *);
+int dq_jpeg_write(const char *path, const struct dq_raster *, int quality,
+    struct dq_err *);
+int dq_webp_write(const char *path, const struct dq_raster *, int quality,
+    struct dq_err *);
+/*
+ * Decode the whole image at the smallest scale the codec offers and discard
+ * the pixels; 0, or -1 with the record error corrupt_image when the decoder
+ * fails or warns about the data.
  */
 int dq_decode_check(const unsigned char *, size_t, enum dq_image_type, struct dq_err *);
 
@@ -294,6 +333,21 @@ json_t *dq_message_from_metadata(json_t *meta, struct dq_err *);
 /* Extra metadata given by a user: a JSON object of bounded size/depth;
  * what names it in errors ("--extra", "metadata"). */
 json_t *dq_extra_parse(const char *what, const char *text, size_t len, struct dq_err *);
+/* The raw blob name of a message: metadata.source_blob.blob_name. */
+const char *dq_message_blob(json_t *msg, const char **container);
+
+/* annotate.c: write a PNG copy of the image with the boxes drawn. */
+int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
+    json_t *bounding_boxes, struct dq_err *);
+
+/*
+ * lib/store/: the store interface (store.c) and its backends, one file
+ * each: local.c (a directory).
+ *
+ * Every store, queue and analyzer operation is safe to call from several
+ * threads at once (dq-analyze -j N calls them from N threads): a backend
+ * keeps its own locks where it needs them, and callers take none.
+ */
 
 /* store.c: the store interface. */
 enum dq_put_mode {
@@ -310,7 +364,7 @@ struct dq_store_ops {
 	/* Create-only or replace; the backend does the atomic part. */
 	int (*put)(struct dq_store *, const char *container, const char *name,
 	    const void *data, size_t len, const char *content_type,
-	    json_t *metadata, int replace, struct dq_put_result *, struct dq_err *);
+	    json_t *metadata, enum dq_put_mode, struct dq_put_result *, struct dq_err *);
 	/* 1 found (*data malloc'd, *metadata new ref when asked), 0 absent, -1 error. */
 	int (*get)(struct dq_store *, const char *container, const char *name,
 	    unsigned char **data, size_t *len, json_t **metadata, struct dq_err *);
@@ -341,56 +395,36 @@ struct dq_store *dq_store_open(struct dq_err *);
  * mechanism; NULL with err (78) when nothing is configured. */
 const char *dq_store_choice(const char **cred, struct dq_err *);
 void dq_store_close(struct dq_store *);
-/* put with the DESIGN rules of DQ_PUT_* (raw images: dq_raw_store). */
+/*
+ * The operations, through the table: programs and the rest of lib call
+ * these, never s->ops directly.  put follows DQ_PUT_*'s rule (raw images
+ * go through dq_raw_store) and clears the result first.
+ */
 int dq_store_put(struct dq_store *, const char *container, const char *name,
     const void *data, size_t len, const char *content_type, json_t *metadata,
     enum dq_put_mode, struct dq_put_result *, struct dq_err *);
+int dq_store_get(struct dq_store *, const char *container, const char *name,
+    unsigned char **data, size_t *len, json_t **metadata, struct dq_err *);
+int dq_store_exists(struct dq_store *, const char *container, const char *name,
+    struct dq_err *);
+int dq_store_del(struct dq_store *, const char *container, const char *name,
+    struct dq_err *);
+int dq_store_list(struct dq_store *, const char *container, const char *prefix,
+    int (*fn)(const char *name, void *arg), void *arg, struct dq_err *);
+int dq_store_check(struct dq_store *, struct dq_err *);
+int dq_store_probe(struct dq_store *, const char *container, struct dq_err *);
+const char *dq_store_name(const struct dq_store *);	/* "local", "azure" */
 /* Names in the processed container. */
 void dq_artifact_name(const char *image_id, char *buf, size_t n);	/* <id>.json */
 void dq_marker_name(const char *image_id, char *buf, size_t n);	/* <id>.error.json */
-/* The raw blob name of a message: metadata.source_blob.blob_name. */
-const char *dq_message_blob(json_t *msg, const char **container);
+
+/* store/local.c */
 struct dq_store *dq_store_local_open(const char *dir, struct dq_err *);
 
 /*
- * raw.c: storing a raw image and building its message, the one path of
- * dq-put FILE and dq-ingest.  Fill the inputs, dq_raw_prepare() (no store
- * touched), dq_raw_store(), dq_raw_free().
+ * lib/queue/: the queue interface (queue.c) and its backends: local.c
+ * (the spool directory).
  */
-struct dq_raw {
-	/* given */
-	const char *sku, *facility;
-	json_t *extra;			/* borrowed; NULL means {} */
-	const char *file_name;		/* as given (a path, a part's filename); NULL: none */
-	const unsigned char *data;
-	size_t len;
-	/* set by dq_raw_prepare */
-	struct dq_image_info info;
-	char sha256[65];
-	/* set by dq_raw_store */
-	char image_id[37];
-	char blob[64];			/* <image_id>.<ext> in the raw container */
-	char etag[80];
-	json_t *msg;			/* the message: the stored one when existing */
-	int created;			/* this call wrote the image */
-	int existing;			/* the same bytes and a whole message were there */
-	int repaired;			/* the same bytes were there, their metadata not: completed */
-};
-/* Validate the image (dq_image_validate) and hash it: 0, or -1 with err
- * (record scope, the validation's code). */
-int dq_raw_prepare(struct dq_raw *, struct dq_err *);
-/*
- * Store it under id (NULL: a new random one) create-only, with the
- * message's fields as blob metadata, and build the message.  An id names
- * one image: another type stored under it, or other bytes, is the record
- * error "conflict" (65) and nothing is written; the same bytes are success
- * (existing, the stored message), or, when their metadata is missing or
- * incomplete (a first attempt that failed half-way), are completed
- * (repaired, a new message).  A store failure is a system error; a
- * random id's half-written image is removed again.
- */
-int dq_raw_store(struct dq_store *, struct dq_raw *, const char *id, struct dq_err *);
-void dq_raw_free(struct dq_raw *);
 
 /* queue.c: the queue interface. */
 enum { DQ_RECV_DEAD_LETTER = 1, DQ_RECV_PEEK = 2 };
@@ -443,11 +477,31 @@ struct dq_queue *dq_queue_open_check(const char *name, struct dq_err *);
 /* As dq_store_choice: "servicebus" or "local". */
 const char *dq_queue_choice(const char **cred, struct dq_err *);
 void dq_queue_close(struct dq_queue *);
+/* The operations, through the table (never q->ops directly). */
+int dq_queue_send(struct dq_queue *, json_t *body, const char *message_id, struct dq_err *);
+int dq_queue_receive(struct dq_queue *, int max, int64_t wait_ms, int flags, json_t *out,
+    struct dq_err *);
+int dq_queue_complete(struct dq_queue *, json_t *receipt, struct dq_err *);
+int dq_queue_abandon(struct dq_queue *, json_t *receipt, struct dq_err *);
+/* Whether the backend dead-letters on request; dq_queue_dead_letter is a
+ * system error (78) where it cannot. */
+int dq_queue_can_dead_letter(const struct dq_queue *);
+int dq_queue_dead_letter(struct dq_queue *, json_t *receipt, const char *reason,
+    const char *description, struct dq_err *);
+int dq_queue_renew(struct dq_queue *, json_t *receipt, struct dq_err *);
+int dq_queue_check(struct dq_queue *, struct dq_err *);
+const char *dq_queue_backend(const struct dq_queue *);	/* "local", "servicebus" */
+
+/* queue/local.c */
 struct dq_queue *dq_queue_local_open(const char *dir, const char *name, struct dq_err *);
 /* The same without creating the spool's directories (--check). */
 struct dq_queue *dq_queue_local_attach(const char *dir, const char *name, struct dq_err *);
-/* locked_until of a receipt in ms since the epoch, 0 when unknown. */
-int64_t dq_receipt_locked_until_ms(json_t *receipt);
+
+/*
+ * lib/analyzer/: the analyzer interface (analyzer.c) and its backends:
+ * reference/ (offline, golden images; its private header is
+ * analyzer/reference/reference.h).
+ */
 
 /* analyzer.c: the analyzer interface. */
 struct dq_analysis {
@@ -484,21 +538,70 @@ const char *dq_analyzer_choice(struct dq_err *);
  * $HOME/.cache/dq; malloc'd, NULL when none can be named. */
 char *dq_cache_dir(const char *cachedir);
 void dq_analyzer_close(struct dq_analyzer *);
+/* The operations, through the table (never an->ops directly). */
+int dq_analyzer_analyze(struct dq_analyzer *, const char *sku, const unsigned char *data,
+    size_t len, const struct dq_image_info *, struct dq_analysis *out, struct dq_err *);
+int dq_analyzer_check(struct dq_analyzer *, const char *sku, struct dq_err *);
+const char *dq_analyzer_name(const struct dq_analyzer *);	/* "reference", "azure-openai" */
 void dq_analysis_free(struct dq_analysis *);
-/* analyzer_reference.c */
+
+/* analyzer/reference/reference.c */
 struct dq_analyzer *dq_analyzer_reference_open(const char *refdir,
     const char *cachedir, struct dq_err *);
+/* analyzer/reference/model.c */
 /*
  * The one rule for a usable DQ_REFERENCE_DIR: a readable directory
  * holding SKU directories with images, <refdir>/<SKU>/<images>.  Returns
  * how many SKUs it holds (at least 1), the first by name copied to only;
  * or -1 with a system error (78) saying what it found and what is
- * expected.  Creates nothing.  (refan_model.c)
+ * expected.  Creates nothing.
  */
 int dq_reference_skus(const char *refdir, char *only, size_t size, struct dq_err *);
-/* annotate.c: write a PNG copy of the image with the boxes drawn. */
-int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
-    json_t *bounding_boxes, struct dq_err *);
+
+/*
+ * lib/, over the interfaces: the raw-image path, the artifact, the
+ * fate of a record, the lease keeper.
+ */
+
+/*
+ * raw.c: storing a raw image and building its message, the one path of
+ * dq-put FILE and dq-ingest.  Fill the inputs, dq_raw_prepare() (no store
+ * touched), dq_raw_store(), dq_raw_free().
+ */
+struct dq_raw {
+	/* given */
+	const char *sku, *facility;
+	json_t *extra;			/* borrowed; NULL means {} */
+	const char *file_name;		/* as given (a path, a part's filename); NULL: none */
+	const unsigned char *data;
+	size_t len;
+	/* set by dq_raw_prepare */
+	struct dq_image_info info;
+	char sha256[65];
+	/* set by dq_raw_store */
+	char image_id[37];
+	char blob[64];			/* <image_id>.<ext> in the raw container */
+	char etag[80];
+	json_t *msg;			/* the message: the stored one when existing */
+	int created;			/* this call wrote the image */
+	int existing;			/* the same bytes and a whole message were there */
+	int repaired;			/* the same bytes were there, their metadata not: completed */
+};
+/* Validate the image (dq_image_validate) and hash it: 0, or -1 with err
+ * (record scope, the validation's code). */
+int dq_raw_prepare(struct dq_raw *, struct dq_err *);
+/*
+ * Store it under id (NULL: a new random one) create-only, with the
+ * message's fields as blob metadata, and build the message.  An id names
+ * one image: another type stored under it, or other bytes, is the record
+ * error "conflict" (65) and nothing is written; the same bytes are success
+ * (existing, the stored message), or, when their metadata is missing or
+ * incomplete (a first attempt that failed half-way), are completed
+ * (repaired, a new message).  A store failure is a system error; a
+ * random id's half-written image is removed again.
+ */
+int dq_raw_store(struct dq_store *, struct dq_raw *, const char *id, struct dq_err *);
+void dq_raw_free(struct dq_raw *);
 
 /* artifact.c: the processed document of DESIGN §2. */
 /*
@@ -515,6 +618,24 @@ int dq_findings_check(json_t *findings, long width, long height, struct dq_err *
 json_t *dq_artifact_new(json_t *msg, const struct dq_analysis *,
     const char *analyzer, const char *sha256, const struct dq_image_info *,
     const char *processed_at, int64_t duration_ms);
+
+/* 1 when msg asks for its artifact to be replaced (reprocess.requested_at). */
+int dq_message_reprocess(json_t *msg, time_t *requested_at);
+/*
+ * --skip-existing for rec: 1 with *skipped (new ref) when no analysis is
+ * needed: an artifact (unless the message asks to reprocess and the
+ * artifact is older than the request), or a failure marker that recorded
+ * this message id (any marker for a record without a receipt); 0 when
+ * the record is to be analyzed; -1 with err.
+ */
+int dq_skip_existing(struct dq_store *, json_t *rec, json_t **skipped, struct dq_err *);
+/* Write rec's failure into <id>.error.json, appending to its history;
+ * existing=1 when this message id's failure was already there. */
+int dq_marker_add(struct dq_store *, json_t *rec, struct dq_put_result *, struct dq_err *);
+/* Store an artifact: first writer wins, or with replace overwrite it,
+ * keeping the replaced one as <id>.<YYYYMMDDTHHMMSSmmmZ>.json. */
+int dq_artifact_put(struct dq_store *, json_t *doc, enum dq_put_mode, struct dq_put_result *,
+    struct dq_err *);
 
 /* settle.c: what becomes of a record at the end of the pipeline (dq(7)). */
 enum dq_action { DQ_COMPLETE, DQ_ABANDON, DQ_DEAD_LETTER };
@@ -533,24 +654,6 @@ int dq_error_is_images(json_t *error);
  * or dead-letter (for dq-dequeue --settle).  require NULL: no --require.
  */
 void dq_record_fate(json_t *rec, long max_attempts, const char *require, struct dq_fate *);
-
-/* 1 when msg asks for its artifact to be replaced (reprocess.requested_at). */
-int dq_message_reprocess(json_t *msg, time_t *requested_at);
-/*
- * --skip-existing for rec: 1 with *skipped (new ref) when no analysis is
- * needed: an artifact (unless the message asks to reprocess and the
- * artifact is older than the request), or a failure marker that recorded
- * this message id (any marker for a record without a receipt); 0 when
- * the record is to be analyzed; -1 with err.
- */
-int dq_skip_existing(struct dq_store *, json_t *rec, json_t **skipped, struct dq_err *);
-/* Write rec's failure into <id>.error.json, appending to its history;
- * existing=1 when this message id's failure was already there. */
-int dq_marker_add(struct dq_store *, json_t *rec, struct dq_put_result *, struct dq_err *);
-/* Store an artifact: first writer wins, or with replace overwrite it,
- * keeping the replaced one as <id>.<YYYYMMDDTHHMMSSmmmZ>.json. */
-int dq_artifact_put(struct dq_store *, json_t *doc, int replace, struct dq_put_result *,
-    struct dq_err *);
 
 /* lease.c: keeping alive the locks of the records a stage holds. */
 struct dq_keeper;
@@ -573,5 +676,10 @@ int dq_lease_keep(struct dq_keeper *, struct dq_lease *);
 void dq_keeper_release(struct dq_keeper *, struct dq_lease *);
 /* Stop the thread, close the queues. */
 void dq_keeper_stop(struct dq_keeper *);
+
+/*
+ * lib/ingest/: the ingest request (request.c, multipart.c, ratelimit.c,
+ * ingest.c), private to dq-ingest and its fuzzer: ingest/ingest.h.
+ */
 
 #endif

@@ -94,10 +94,10 @@ queue_for(struct dq_keeper *k, json_t *receipt)
 	}
 	if (!(k->queues[i] = dq_queue_open(name, &err)))
 		k->fatal(&err, NULL);
-	if (!backend || strcmp(backend, k->queues[i]->ops->name) != 0) {
+	if (!backend || strcmp(backend, dq_queue_backend(k->queues[i])) != 0) {
 		dq_err_system(&err, DQ_EX_CONFIG, "backend_mismatch",
 		    "record was received from backend %s, configured is %s",
-		    backend ? backend : "(none)", k->queues[i]->ops->name);
+		    backend ? backend : "(none)", dq_queue_backend(k->queues[i]));
 		k->fatal(&err, NULL);
 	}
 	return k->queues[i];
@@ -118,7 +118,7 @@ dq_lease_keep(struct dq_keeper *k, struct dq_lease *l)
 	receipt = json_object_get(l->rec, "receipt");
 	pthread_mutex_lock(&k->qmu);
 	q = queue_for(k, receipt);
-	r = q->ops->renew(q, receipt, &err);
+	r = dq_queue_renew(q, receipt, &err);
 	pthread_mutex_unlock(&k->qmu);
 	if (r < 0) {
 		if (err.scope == DQ_SCOPE_SYSTEM)

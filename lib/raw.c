@@ -53,7 +53,7 @@ other_type(struct dq_store *s, const struct dq_raw *r, char *other, size_t n,
 		if (t == (int)r->info.type)
 			continue;
 		snprintf(other, n, "%s.%s", r->image_id, dq_image_ext((enum dq_image_type)t));
-		if ((e = s->ops->exists(s, dq_cfg.raw_container, other, err)) != 0)
+		if ((e = dq_store_exists(s, dq_cfg.raw_container, other, err)) != 0)
 			return e;
 	}
 	return 0;
@@ -73,7 +73,7 @@ settle_existing(struct dq_store *s, struct dq_raw *r, json_t *meta, struct dq_er
 	struct dq_err e2;
 	int got, rc = -1;
 
-	got = s->ops->get(s, dq_cfg.raw_container, r->blob, &old, &oldlen, &oldmeta, err);
+	got = dq_store_get(s, dq_cfg.raw_container, r->blob, &old, &oldlen, &oldmeta, err);
 	if (got < 0)
 		goto out;
 	if (got == 0) {
@@ -98,9 +98,8 @@ settle_existing(struct dq_store *s, struct dq_raw *r, json_t *meta, struct dq_er
 		goto out;
 	}
 	/* A first attempt that stopped between the image and its metadata. */
-	memset(&pr, 0, sizeof pr);
-	if (s->ops->put(s, dq_cfg.raw_container, r->blob, r->data, r->len,
-	    dq_image_mime(r->info.type), meta, 1, &pr, err) < 0)
+	if (dq_store_put(s, dq_cfg.raw_container, r->blob, r->data, r->len,
+	    dq_image_mime(r->info.type), meta, DQ_PUT_REPLACE, &pr, err) < 0)
 		goto out;
 	snprintf(r->etag, sizeof r->etag, "%s", pr.etag);
 	r->repaired = 1;
@@ -141,15 +140,14 @@ dq_raw_store(struct dq_store *s, struct dq_raw *r, const char *id, struct dq_err
 	    r->extra ? json_deep_copy(r->extra) : NULL, dq_cfg.raw_container, &r->info,
 	    r->len, r->sha256, dq_file_name(r->file_name, fname) ? fname : NULL);
 	meta = dq_message_to_metadata(r->msg);
-	memset(&pr, 0, sizeof pr);
-	if (s->ops->put(s, dq_cfg.raw_container, r->blob, r->data, r->len,
-	    dq_image_mime(r->info.type), meta, 0, &pr, err) < 0) {
+	if (dq_store_put(s, dq_cfg.raw_container, r->blob, r->data, r->len,
+	    dq_image_mime(r->info.type), meta, DQ_PUT_CREATE, &pr, err) < 0) {
 		/* The image may be written without its metadata.  A random id
 		 * cannot be retried, so nothing could ever complete it. */
 		if (random_id) {
 			struct dq_err e2;
 
-			if (s->ops->del(s, dq_cfg.raw_container, r->blob, &e2) < 0)
+			if (dq_store_del(s, dq_cfg.raw_container, r->blob, &e2) < 0)
 				dq_log_err(DQ_WARNING, "orphan", json_pack("{s:s}",
 				    "image_id", r->image_id), &e2);
 		}
@@ -169,7 +167,7 @@ dq_raw_store(struct dq_store *s, struct dq_raw *r, const char *id, struct dq_err
 		if ((e = other_type(s, r, other, sizeof other, err)) != 0) {
 			struct dq_err e2;
 
-			if (s->ops->del(s, dq_cfg.raw_container, r->blob, &e2) < 0)
+			if (dq_store_del(s, dq_cfg.raw_container, r->blob, &e2) < 0)
 				dq_log_err(DQ_WARNING, "orphan", json_pack("{s:s}",
 				    "image_id", r->image_id), &e2);
 			if (e > 0)

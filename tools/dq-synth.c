@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "refan.h"
+#include "analyzer/reference/reference.h"
 
 /*
  * The knife is drawn in design units (the blade is 850 units long on a

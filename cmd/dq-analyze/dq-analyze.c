@@ -113,7 +113,7 @@ store_get(const char *cont, const char *name, unsigned char **data, size_t *len,
 	int r;
 
 	pthread_mutex_lock(&store_mu);
-	r = store->ops->get(store, cont, name, data, len, NULL, err);
+	r = dq_store_get(store, cont, name, data, len, NULL, err);
 	pthread_mutex_unlock(&store_mu);
 	return r;
 }
@@ -146,14 +146,14 @@ analyze(json_t *msg, const unsigned char *data, size_t len, const char *sha256,
 	t0 = dq_now_ms();
 	if (dq_cfg.analyze_delay_ms > 0)
 		dq_sleep_ms((int64_t)dq_cfg.analyze_delay_ms);	/* test hook: a slow model */
-	if (an->ops->analyze(an, sku, data, len, &in, &a, err) < 0)
+	if (dq_analyzer_analyze(an, sku, data, len, &in, &a, err) < 0)
 		return NULL;
 	if (dq_findings_check(a.findings, in.width, in.height, err) < 0) {
 		dq_analysis_free(&a);
 		return NULL;
 	}
 	dq_rfc3339(time(NULL), now);
-	doc = dq_artifact_new(msg, &a, an->ops->name, sha, &in, now, dq_now_ms() - t0);
+	doc = dq_artifact_new(msg, &a, dq_analyzer_name(an), sha, &in, now, dq_now_ms() - t0);
 	dq_analysis_free(&a);
 	if (annot && dq_annotate_write(annot, data, len,
 	    json_object_get(json_object_get(doc, "defect_findings"), "bounding_boxes"), err) < 0) {
@@ -452,7 +452,7 @@ default_sku(void)
 
 	if (!(an = dq_analyzer_open(&err)))
 		stop(&err, NULL);
-	if (strcmp(an->ops->name, "reference") != 0)
+	if (strcmp(dq_analyzer_name(an), "reference") != 0)
 		usage("--sku is required with this analyzer");
 	if ((n = dq_reference_skus(dq_cfg.reference_dir, only, sizeof only, &err)) < 0)
 		stop(&err, NULL);
@@ -527,12 +527,12 @@ check(void)
 	struct dq_err err;
 	int st = 0;
 
-	if (!(store = dq_store_open(&err)) || store->ops->check(store, &err) < 0 ||
-	    !(an = dq_analyzer_open(&err)) || an->ops->check(an, NULL, &err) < 0) {
+	if (!(store = dq_store_open(&err)) || dq_store_check(store, &err) < 0 ||
+	    !(an = dq_analyzer_open(&err)) || dq_analyzer_check(an, NULL, &err) < 0) {
 		st = err.status == DQ_EX_CONFIG || err.status == DQ_EX_USAGE ? err.status : DQ_EX_UNAVAILABLE;
 		dq_log_err(DQ_ERROR, "check_failed", NULL, &err);
 	} else
-		dq_log(DQ_INFO, "check_ok", json_pack("{s:s}", "analyzer", an->ops->name),
+		dq_log(DQ_INFO, "check_ok", json_pack("{s:s}", "analyzer", dq_analyzer_name(an)),
 		    "configuration, store and analyzer are usable");
 	dq_analyzer_close(an);
 	dq_store_close(store);
@@ -596,8 +596,8 @@ main(int argc, char *argv[])
 
 	if (!an && !(an = dq_analyzer_open(&err)))
 		stop(&err, NULL);
-	dq_log(DQ_INFO, "backend", json_pack("{s:s}", "analyzer", an->ops->name),
-	    "analyzer: %s", an->ops->name);
+	dq_log(DQ_INFO, "backend", json_pack("{s:s}", "analyzer", dq_analyzer_name(an)),
+	    "analyzer: %s", dq_analyzer_name(an));
 	if (argc > 0)
 		run_files(argv, argc, sku);
 	else {

@@ -48,10 +48,10 @@ queue_for(json_t *receipt)
 	if (!(queues[i] = dq_queue_open(name, &err)))
 		dq_stop(status, &err, NULL);
 	if (strcmp(json_string_value(json_object_get(receipt, "backend")) ?
-	    json_string_value(json_object_get(receipt, "backend")) : "", queues[i]->ops->name) != 0) {
+	    json_string_value(json_object_get(receipt, "backend")) : "", dq_queue_backend(queues[i])) != 0) {
 		dq_err_system(&err, DQ_EX_CONFIG, "backend_mismatch",
 		    "record was received from backend %s, configured is %s",
-		    json_string_value(json_object_get(receipt, "backend")), queues[i]->ops->name);
+		    json_string_value(json_object_get(receipt, "backend")), dq_queue_backend(queues[i]));
 		dq_stop(status, &err, NULL);
 	}
 	return queues[i];
@@ -68,7 +68,7 @@ receive(const char *qname, long max, double wait, int flags)
 
 	if (!q)
 		dq_stop(status, &err, NULL);
-	if ((n = q->ops->receive(q, (int)max, (int64_t)(wait * 1000), flags, out, &err)) < 0)
+	if ((n = dq_queue_receive(q, (int)max, (int64_t)(wait * 1000), flags, out, &err)) < 0)
 		dq_stop(status, &err, NULL);
 	json_array_foreach(out, i, rec) {
 		dq_log(DQ_INFO, flags & DQ_RECV_PEEK ? "peeked" : "received", ctx_of(rec),
@@ -132,19 +132,19 @@ settle(json_t *rec, const char *require, long max_attempts)
 		json_object_set_new(ctx, "reason", json_string(f.reason));
 		dq_log(DQ_ERROR, "poison", ctx, "%s: %s%s", f.reason,
 		    f.description ? f.description : "",
-		    q->ops->dead_letter ? "" : " (abandoned for the broker to dead-letter)");
-		if (!q->ops->dead_letter)
+		    dq_queue_can_dead_letter(q) ? "" : " (abandoned for the broker to dead-letter)");
+		if (!dq_queue_can_dead_letter(q))
 			f.action = DQ_ABANDON;	/* Service Bus: the broker dead-letters at MaxDeliveryCount */
 	}
 	switch (f.action) {
 	case DQ_COMPLETE:
-		r = q->ops->complete(q, receipt, &err);
+		r = dq_queue_complete(q, receipt, &err);
 		break;
 	case DQ_ABANDON:
-		r = q->ops->abandon(q, receipt, &err);
+		r = dq_queue_abandon(q, receipt, &err);
 		break;
 	default:
-		r = q->ops->dead_letter(q, receipt, f.reason, f.description ? f.description : "", &err);
+		r = dq_queue_dead_letter(q, receipt, f.reason, f.description ? f.description : "", &err);
 		break;
 	}
 	if (r < 0) {
@@ -169,7 +169,7 @@ renew(json_t *rec)
 		status = dq_status_merge(status, DQ_EX_DATAERR);
 		return;
 	}
-	if (queue_for(receipt)->ops->renew(queue_for(receipt), receipt, &err) < 0)
+	if (dq_queue_renew(queue_for(receipt), receipt, &err) < 0)
 		settle_failed(rec, &err);
 	else
 		dq_log(DQ_DEBUG, "renewed", ctx_of(rec), "lock renewed until %s",

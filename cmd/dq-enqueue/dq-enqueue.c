@@ -58,7 +58,7 @@ enqueue(json_t *rec, void *arg)
 		dq_rfc3339(time(NULL), now);
 		json_object_set_new(msg, "reprocess", json_pack("{s:s}", "requested_at", now));
 	}
-	if ((r = q->ops->send(q, msg, mid, &err)) < 0) {
+	if ((r = dq_queue_send(q, msg, mid, &err)) < 0) {
 		if (err.scope == DQ_SCOPE_SYSTEM)
 			dq_stop(status, &err, json_pack("{s:s}", "image_id", image_id));
 		dq_record_set_error(rec, "enqueue", &err);

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "dq.h"
-#include "ingest.h"
+#include "ingest/ingest.h"
 /* Last: from here on stdin, stdout, stderr and printf are the request's. */
 #include <fcgi_stdio.h>
 

@@ -103,13 +103,13 @@ emit_stored(const char *blob, void *arg)
 		return 0;
 	if (unanalyzed) {
 		dq_artifact_name(id, an, sizeof an);
-		int r = store->ops->exists(store, dq_cfg.processed_container, an, &err);
+		int r = dq_store_exists(store, dq_cfg.processed_container, an, &err);
 		if (r < 0)
 			dq_stop(status, &err, NULL);
 		if (r > 0)
 			return 0;
 	}
-	if (store->ops->get(store, dq_cfg.raw_container, blob, NULL, NULL, &meta, &err) < 0)
+	if (dq_store_get(store, dq_cfg.raw_container, blob, NULL, NULL, &meta, &err) < 0)
 		dq_stop(status, &err, NULL);
 	if (!(msg = dq_message_from_metadata(meta, &err))) {
 		rec = json_pack("{s:s}", "blob", blob);
@@ -145,7 +145,7 @@ put_stored(char **ids, int n, int all)
 	struct dq_err err;
 
 	if (n == 0) {
-		if (store->ops->list(store, dq_cfg.raw_container, NULL, emit_stored,
+		if (dq_store_list(store, dq_cfg.raw_container, NULL, emit_stored,
 		    all ? "all" : "unanalyzed", &err) < 0)
 			dq_stop(status, &err, NULL);
 		return;
@@ -158,7 +158,7 @@ put_stored(char **ids, int n, int all)
 			reject_file(ids[i], &err);
 			continue;
 		}
-		if (store->ops->list(store, dq_cfg.raw_container, ids[i], find_blob, &blob, &err) < 0)
+		if (dq_store_list(store, dq_cfg.raw_container, ids[i], find_blob, &blob, &err) < 0)
 			dq_stop(status, &err, NULL);
 		if (!blob) {
 			dq_err_set(&err, DQ_SCOPE_RECORD, DQ_EX_NOINPUT, 0, "not_found",
@@ -172,7 +172,7 @@ put_stored(char **ids, int n, int all)
 }
 
 static void
-put_record(json_t *rec, int replace)
+put_record(json_t *rec, enum dq_put_mode mode)
 {
 	struct dq_err err;
 	struct dq_put_result res;
@@ -201,7 +201,9 @@ put_record(json_t *rec, int replace)
 	}
 	if (doc) {
 		dq_artifact_name(id, name, sizeof name);
-		r = dq_artifact_put(store, doc, replace || dq_message_reprocess(msg, NULL), &res, &err);
+		if (dq_message_reprocess(msg, NULL))
+			mode = DQ_PUT_REPLACE;
+		r = dq_artifact_put(store, doc, mode, &res, &err);
 	} else {
 		dq_marker_name(id, name, sizeof name);
 		r = dq_marker_add(store, rec, &res, &err);
@@ -225,9 +227,9 @@ put_record(json_t *rec, int replace)
 }
 
 static void
-put_and_emit(json_t *rec, void *replace)
+put_and_emit(json_t *rec, void *mode)
 {
-	put_record(rec, *(int *)replace);
+	put_record(rec, *(enum dq_put_mode *)mode);
 	dq_emit(rec);
 }
 
@@ -247,7 +249,8 @@ main(int argc, char *argv[])
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *sku = NULL, *facility = NULL, *extra_s = NULL, *id = NULL;
-	int check = 0, c, stored = 0, replace = 0, all = 0;
+	int check = 0, c, stored = 0, all = 0;
+	enum dq_put_mode mode = DQ_PUT_CREATE;
 	json_t *extra = NULL;
 	struct dq_err err;
 	char *end;
@@ -263,7 +266,7 @@ main(int argc, char *argv[])
 		case 'i': id = optarg; break;
 		case 'S': stored = 1; break;
 		case 'A': all = 1; break;
-		case 'r': replace = 1; break;
+		case 'r': mode = DQ_PUT_REPLACE; break;
 		case 'm':
 			max_attempts = strtol(optarg, &end, 10);
 			if (*end || max_attempts < 1)
@@ -278,7 +281,7 @@ main(int argc, char *argv[])
 		dq_cli_check(DQ_CHECK_STORE | DQ_CHECK_PROCESSED | (argc > 0 ? DQ_CHECK_RAW : 0), 0, NULL);
 	argv += optind;
 
-	if (stored && (sku || facility || extra_s || id || replace))
+	if (stored && (sku || facility || extra_s || id || mode == DQ_PUT_REPLACE))
 		usage("--stored takes no other options");
 	if (all && (!stored || argc > 0))
 		usage("--all applies to --stored without IDs");
@@ -291,7 +294,7 @@ main(int argc, char *argv[])
 			usage("--id wants one FILE and a lowercase UUID");
 		if (extra_s && !(extra = dq_extra_parse("--extra", extra_s, strlen(extra_s), &err)))
 			usage(err.msg);
-		if (replace)
+		if (mode == DQ_PUT_REPLACE)
 			usage("--replace applies to artifacts read from records");
 	} else if (!stored && (sku || facility || extra_s || id))
 		usage("--sku, --facility, --extra and --id apply to FILE arguments");
@@ -304,7 +307,7 @@ main(int argc, char *argv[])
 		for (int i = 0; i < argc; i++)
 			put_file(argv[i], sku, facility, extra, id);
 	else {
-		int rs = dq_each_record(put_and_emit, &replace);
+		int rs = dq_each_record(put_and_emit, &mode);
 
 		status = dq_status_merge(status, rs);
 	}

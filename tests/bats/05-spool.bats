@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# The local spool queue itself (lib/queue_local.c) through its C test,
+# The local spool queue itself (lib/queue/local.c) through its C test,
 # tests/unit/spool-test: leases, counts, dead-lettering, duplicates, races
 # between processes, damaged files; and one spool shared by two users.
 # The programs over the spool are tested in 03-queue.bats.

@@ -1,21 +1,21 @@
 #!/usr/bin/env bats
-# The reference analyzer, driven directly through tests/unit/refan-test,
+# The reference analyzer, driven directly through tests/unit/reference-test,
 # on images drawn by dq-synth.  Development seeds 1 and 2 live here; the
 # held-out seed is in bench/analyzer-eval.sh and nowhere else.
 
 load helpers
 
-REFAN="$DQ_BUILD/tests/unit/refan-test"
+REFAN="$DQ_BUILD/tests/unit/reference-test"
 SKU=WK-KN-200
 
 setup_file() {
 	local d=$BATS_FILE_TMPDIR
 	dq-synth -s 1 -o "$d/s1" --refs 5 --good 5 --defects 10
 	dq-synth -s 2 -o "$d/s2" -W 1200 -H 900 -f webp --refs 4 --good 3 --defects 5
-	"$DQ_BUILD/tests/unit/refan-test" -c "$d/cache" eval "$d/s1" >"$d/s1.eval"
+	"$DQ_BUILD/tests/unit/reference-test" -c "$d/cache" eval "$d/s1" >"$d/s1.eval"
 	# defects of colour at about the steel's brightness, pits and dents
 	dq-synth -s 3 -o "$d/s3" --refs 5 --good 3 --defects 10 --kinds rust_tint,heat_tint,residue,pit,dent
-	"$DQ_BUILD/tests/unit/refan-test" -c "$d/cache" eval "$d/s3" >"$d/s3.eval"
+	"$DQ_BUILD/tests/unit/reference-test" -c "$d/cache" eval "$d/s3" >"$d/s3.eval"
 }
 
 setup() {

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ingest.h"
+#include "ingest/ingest.h"
 
 struct mem {
 	const unsigned char *p;

@@ -8,7 +8,7 @@
 #include <png.h>
 #include <webp/encode.h>
 
-#include "refan.h"
+#include "dq.h"
 
 /*
  * image-test check FILE...

@@ -1,5 +1,5 @@
 /*
- * spool-test - unit and stress tests of the local spool queue (lib/queue_local.c).
+ * spool-test - unit and stress tests of the local spool queue (lib/queue/local.c).
  *
  * usage: spool-test [-d DIR] [TEST...]
  * Runs the named tests (all when none) in DIR (default: a new directory

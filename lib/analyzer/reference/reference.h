@@ -1,40 +1,16 @@
 /*
- * refan.h - internals of the reference analyzer: pixel decoding and
- * encoding (decode.c) and image arithmetic (refan_img.c), shared by
- * lib/analyzer_reference.c, lib/annotate.c, tools/dq-synth.c and
- * tests/unit/refan-test.c.  Not part of the public map in dq.h.
+ * reference.h - private to the reference analyzer (lib/analyzer/reference/):
+ * its image arithmetic (planes.c) and its model of a SKU (model.c), shared
+ * with reference.c, tools/dq-synth.c and tests/unit/reference-test.c.  Not
+ * part of the public map in dq.h; the pixels it works on come from
+ * pixels.c, which is.
  */
-#ifndef DQ_REFAN_H
-#define DQ_REFAN_H
+#ifndef DQ_REFERENCE_H
+#define DQ_REFERENCE_H
 
 #include "dq.h"
 
-/* An 8-bit raster, row-major, ch = 1 (gray) or 3 (RGB). */
-struct dq_raster {
-	int w, h, ch;
-	unsigned char *px;
-	long orig_w, orig_h;	/* the stored image's size before scaling */
-};
-
-/*
- * Decode JPEG, PNG or WebP into ch channels (1 or 3).  When min_w/min_h
- * are positive the decoder may scale down (JPEG by its DCT, WebP by its
- * scaler) as long as the result stays at least min_w x min_h; PNG is
- * always decoded whole.  EXIF orientation is ignored.  0, or -1 with err
- * (record scope, code "undecodable").
- */
-int dq_decode(const unsigned char *data, size_t len, int ch, int min_w,
-    int min_h, struct dq_raster *out, struct dq_err *err);
-void dq_raster_free(struct dq_raster *);
-
-/* Encoders: 0 or -1 with errno-style failure left in err. */
-int dq_png_write(const char *path, const struct dq_raster *, struct dq_err *);
-int dq_jpeg_write(const char *path, const struct dq_raster *, int quality,
-    struct dq_err *);
-int dq_webp_write(const char *path, const struct dq_raster *, int quality,
-    struct dq_err *);
-
-/* refan_img.c: the image arithmetic of the reference analyzer. */
+/* planes.c: the image arithmetic of the reference analyzer. */
 #define DQ_NLEV 4	/* pyramid levels: 1, 1/2, 1/4, 1/8 */
 
 struct dq_plane {	/* a float image */
@@ -84,8 +60,8 @@ void dq_mask_filter(unsigned char *m, int w, int h, int r, int dilate);
 /* 3x3 maximum then 3x3 mean, in place. */
 void dq_float_maxbox(float *p, int w, int h);
 
-/* refan_model.c: the model of one SKU. */
-#define DQ_REFAN_ALGO "dq-reference-2"	/* model_version, and in the cache key */
+/* model.c: the model of one SKU. */
+#define DQ_REFERENCE_ALGO "dq-reference-2"	/* model_version, and in the cache key */
 
 struct dq_refparams {
 	double k, k_low, jitter_px, jitter_deg, chroma_weight;

@@ -64,7 +64,53 @@ dq_store_put(struct dq_store *s, const char *container, const char *name,
 {
 	memset(res, 0, sizeof *res);
 	return s->ops->put(s, container, name, data, len, content_type, metadata,
-	    mode == DQ_PUT_REPLACE, res, err);
+	    mode, res, err);
+}
+
+const char *
+dq_store_name(const struct dq_store *s)
+{
+	return s->ops->name;
+}
+
+int
+dq_store_get(struct dq_store *s, const char *container, const char *name,
+    unsigned char **data, size_t *len, json_t **metadata, struct dq_err *err)
+{
+	return s->ops->get(s, container, name, data, len, metadata, err);
+}
+
+int
+dq_store_exists(struct dq_store *s, const char *container, const char *name,
+    struct dq_err *err)
+{
+	return s->ops->exists(s, container, name, err);
+}
+
+int
+dq_store_del(struct dq_store *s, const char *container, const char *name,
+    struct dq_err *err)
+{
+	return s->ops->del(s, container, name, err);
+}
+
+int
+dq_store_list(struct dq_store *s, const char *container, const char *prefix,
+    int (*fn)(const char *name, void *arg), void *arg, struct dq_err *err)
+{
+	return s->ops->list(s, container, prefix, fn, arg, err);
+}
+
+int
+dq_store_check(struct dq_store *s, struct dq_err *err)
+{
+	return s->ops->check(s, err);
+}
+
+int
+dq_store_probe(struct dq_store *s, const char *container, struct dq_err *err)
+{
+	return s->ops->probe(s, container, err);
 }
 
 void

@@ -1,5 +1,5 @@
 /*
- * httpreq.c - the pieces of a CGI request: lengths, media types, query
+ * request.c - the pieces of a CGI request: lengths, media types, query
  * strings, the client address, credentials, origins, the program's mount
  * point, the checks of the settings that hold lists.  Every input here is
  * hostile; every function but dq_http_discard (which reads a descriptor)

@@ -1,5 +1,5 @@
 /*
- * refan_model.c - the reference model of one SKU: built from its
+ * model.c - the reference model of one SKU: built from its
  * known-good images, cached in a file named by a hash of what it was built
  * from, loaded from there by later processes.  See dq-reference(7).
  */
@@ -17,7 +17,7 @@
 
 #include <openssl/evp.h>
 
-#include "refan.h"
+#include "reference.h"
 
 #define MODEL_MAGIC "DQREFM2"
 #define MODEL_PLANES 6	/* mean, sd, ma, mb, sa, sb */
@@ -984,7 +984,7 @@ dq_refmodel_get(const char *refdir, const char *cachedir, const char *sku,
 	if (load_params(ppath, ptext, plen, &m->pr, err) == -1)
 		goto fail_m;
 	/* the key: algorithm, thresholds, each reference's name and content */
-	hash_in = json_pack("{s:s, s:s%}", "algorithm", DQ_REFAN_ALGO, "thresholds",
+	hash_in = json_pack("{s:s, s:s%}", "algorithm", DQ_REFERENCE_ALGO, "thresholds",
 	    ptext ? (const char *)ptext : "", ptext ? plen : (size_t)0);
 	{
 		json_t *arr = json_array();

@@ -1,5 +1,5 @@
 /*
- * refan_img.c - the image arithmetic of the reference analyzer: float
+ * planes.c - the image arithmetic of the reference analyzer: float
  * planes, resampling to the working grid, rigid registration on a pyramid,
  * warping, and binary morphology.  Nothing here knows about models, SKUs
  * or findings.
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "refan.h"
+#include "reference.h"
 
 /* ---------- planes ---------- */
 

@@ -568,7 +568,7 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 		goto out;
 	}
 	/* Sent again on a retry: the queue drops a duplicate message id. */
-	sent = in->queue->ops->send(in->queue, up.msg, up.image_id, &e);
+	sent = dq_queue_send(in->queue, up.msg, up.image_id, &e);
 	if (sent < 0) {
 		struct dq_err e2;
 
@@ -583,7 +583,7 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 			    "the message may have been sent: %s/%s is kept "
 			    "(reconcile with dq-put --stored)", dq_cfg.raw_container, up.blob);
 		else if (up.created &&
-		    in->store->ops->del(in->store, dq_cfg.raw_container, up.blob, &e2) < 0)
+		    dq_store_del(in->store, dq_cfg.raw_container, up.blob, &e2) < 0)
 			dq_log_err(DQ_ERROR, "orphan", json_pack("{s:s}",
 			    "image_id", up.image_id), &e2);
 		fail_backend(r, "queue", &e, 0);
@@ -621,7 +621,7 @@ status_of(struct dq_ingest *in, const char *id, struct dq_response *r)
 	if (open_store(in, r) < 0)
 		return;
 	dq_artifact_name(id, name, sizeof name);
-	got = in->store->ops->get(in->store, dq_cfg.processed_container, name,
+	got = dq_store_get(in->store, dq_cfg.processed_container, name,
 	    &data, &len, NULL, &e);
 	if (got > 0) {
 		r->status = 200;
@@ -632,7 +632,7 @@ status_of(struct dq_ingest *in, const char *id, struct dq_response *r)
 	}
 	if (got == 0) {
 		dq_marker_name(id, name, sizeof name);
-		got = in->store->ops->get(in->store, dq_cfg.processed_container, name,
+		got = dq_store_get(in->store, dq_cfg.processed_container, name,
 		    &data, &len, NULL, &e);
 	}
 	if (got > 0) {
@@ -652,7 +652,7 @@ status_of(struct dq_ingest *in, const char *id, struct dq_response *r)
 	}
 	for (i = DQ_IMG_JPEG; got == 0 && i <= DQ_IMG_WEBP; i++) {
 		snprintf(name, sizeof name, "%s.%s", id, dq_image_ext((enum dq_image_type)i));
-		got = in->store->ops->exists(in->store, dq_cfg.raw_container, name, &e);
+		got = dq_store_exists(in->store, dq_cfg.raw_container, name, &e);
 	}
 	if (got < 0) {
 		fail_backend(r, "store", &e, 0);

@@ -15,7 +15,7 @@
 /* Reads up to n bytes of the request body; 0 at its end, -1 on error. */
 typedef long (*dq_read_fn)(void *buf, size_t n, void *arg);
 
-/* httpreq.c: the pieces of a CGI request. */
+/* request.c: the pieces of a CGI request. */
 
 /* Strict decimal Content-Length; 0 or -1 when malformed. */
 int dq_http_content_length(const char *s, long long *out);

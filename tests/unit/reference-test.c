@@ -1,4 +1,4 @@
-/* refan-test - drive the reference analyzer directly: analyze files, evaluate against dq-synth's truth, time it. */
+/* reference-test - drive the reference analyzer directly: analyze files, evaluate against dq-synth's truth, time it. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -8,19 +8,19 @@
 #include <string.h>
 #include <time.h>
 
-#include "refan.h"
+#include "analyzer/reference/reference.h"
 
 /*
- * refan-test [-r REFDIR] [-c CACHEDIR] [-s SKU] analyze FILE...
+ * reference-test [-r REFDIR] [-c CACHEDIR] [-s SKU] analyze FILE...
  *	one line per file: {"file","defect_findings","model_version","analysis"}
- * refan-test [-r REFDIR] [-c CACHEDIR] [-s SKU] [-j N] eval DIR
+ * reference-test [-r REFDIR] [-c CACHEDIR] [-s SKU] [-j N] eval DIR
  *	one line per sample of DIR/truth.jsonl: the truth, what was found,
  *	the best IoU of a found box against each true box, the time;
  *	with -j N the samples are analyzed by N threads at once.
- * refan-test [-r REFDIR] [-c CACHEDIR] [-s SKU] time FILE N
+ * reference-test [-r REFDIR] [-c CACHEDIR] [-s SKU] time FILE N
  *	analyzes FILE N times after one warm-up; prints {"ms_per_image"}.
- * refan-test annotate IN OUT.png BOXES-JSON
- * refan-test open
+ * reference-test annotate IN OUT.png BOXES-JSON
+ * reference-test open
  *	opens the analyzer the environment chooses (DESIGN §1); prints its name.
  * REFDIR defaults to DIR/reference for eval, else $DQ_REFERENCE_DIR.
  */
@@ -31,7 +31,7 @@ static struct dq_analyzer *an;
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: refan-test [-r REFDIR] [-c CACHEDIR] [-s SKU] [-j N] "
+	fprintf(stderr, "usage: reference-test [-r REFDIR] [-c CACHEDIR] [-s SKU] [-j N] "
 	    "analyze FILE... | eval DIR | time FILE N | annotate IN OUT BOXES | open\n");
 	exit(DQ_EX_USAGE);
 }
@@ -53,7 +53,7 @@ load(const char *path, unsigned char **data, size_t *len)
 
 	if (fp == NULL || fseek(fp, 0, SEEK_END) == -1 || (n = ftell(fp)) < 0 ||
 	    fseek(fp, 0, SEEK_SET) == -1) {
-		fprintf(stderr, "refan-test: %s: %s\n", path, strerror(errno));
+		fprintf(stderr, "reference-test: %s: %s\n", path, strerror(errno));
 		if (fp)
 			fclose(fp);
 		return -1;
@@ -79,7 +79,7 @@ analyze_one(const char *path, json_t **res, double *ms)
 	if (load(path, &data, &len) == -1)
 		return -1;
 	t0 = now_ms();
-	rc = an->ops->analyze(an, sku, data, len, NULL, &a, &err);
+	rc = dq_analyzer_analyze(an, sku, data, len, NULL, &a, &err);
 	*ms = now_ms() - t0;
 	free(data);
 	if (rc == -1) {
@@ -159,7 +159,7 @@ eval(const char *dir, int nthreads)
 	int i, status = 0;
 
 	if (fp == NULL) {
-		fprintf(stderr, "refan-test: %s: %s\n", tp, strerror(errno));
+		fprintf(stderr, "reference-test: %s: %s\n", tp, strerror(errno));
 		return DQ_EX_NOINPUT;
 	}
 	while (getline(&line, &cap, fp) > 0) {
@@ -254,7 +254,7 @@ main(int argc, char *argv[])
 		if ((boxes = json_loads(argv[3], 0, NULL)) == NULL)
 			usage();
 		if (dq_annotate_write(argv[2], data, len, boxes, &err) == -1) {
-			fprintf(stderr, "refan-test: %s: %s\n", err.code, err.msg);
+			fprintf(stderr, "reference-test: %s: %s\n", err.code, err.msg);
 			return err.status;
 		}
 		json_decref(boxes);
@@ -264,17 +264,17 @@ main(int argc, char *argv[])
 	if (strcmp(argv[0], "open") == 0) {
 		/* the choice of DESIGN §1, from the environment */
 		if (dq_config_load(&err) == -1 || (an = dq_analyzer_open(&err)) == NULL) {
-			fprintf(stderr, "refan-test: %s\n", err.msg);
+			fprintf(stderr, "reference-test: %s\n", err.msg);
 			return err.status;
 		}
-		printf("{\"analyzer\":\"%s\"}\n", an->ops->name);
+		printf("{\"analyzer\":\"%s\"}\n", dq_analyzer_name(an));
 		dq_analyzer_close(an);
 		return 0;
 	}
 	if (strcmp(argv[0], "eval") == 0 && argc == 2 && refdir == NULL)
 		refdir = own = dq_xasprintf("%s/reference", argv[1]);
 	if ((an = dq_analyzer_reference_open(refdir, cachedir, &err)) == NULL) {
-		fprintf(stderr, "refan-test: %s\n", err.msg);
+		fprintf(stderr, "reference-test: %s\n", err.msg);
 		return err.status;
 	}
 	if (strcmp(argv[0], "analyze") == 0 && argc >= 2) {

@@ -1,5 +1,5 @@
 /*
- * decode.c - JPEG, PNG and WebP to 8-bit gray or RGB, and back.
+ * pixels.c - JPEG, PNG and WebP to 8-bit gray or RGB, and back.
  *
  * The analyzers work at a reduced size, so decoding asks for a minimum
  * size and lets the codec do the reduction where it can: libjpeg-turbo's
@@ -20,7 +20,8 @@
 #include <webp/decode.h>
 #include <webp/encode.h>
 
-#include "refan.h"
+#include "dq.h"
+
 
 /* Decoded pixels beyond this are refused (the ingest limit is 50 MP). */
 #define DECODE_MAX_PIXELS (200L * 1000 * 1000)

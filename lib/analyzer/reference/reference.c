@@ -1,5 +1,5 @@
 /*
- * analyzer_reference.c - the offline analyzer: golden-template comparison.
+ * reference.c - the offline analyzer: golden-template comparison.
  *
  * DQ_REFERENCE_DIR/<sku>/ holds known-good images of one part.  From them
  * we build a model on a working grid (long side working_size, default
@@ -36,7 +36,7 @@
  * makes analyze() safe from any number of threads.
  *
  * This file is the analyzer: regions, their names and the findings.  The
- * model and its cache are in refan_model.c, the arithmetic in refan_img.c.
+ * model and its cache are in model.c, the arithmetic in planes.c.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -45,7 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "refan.h"
+#include "reference.h"
 
 struct refan {
 	char *refdir, *cachedir;
@@ -611,7 +611,7 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
 	out->findings = findings_json(m, rg, nkeep, cand);
 	out->analysis = analysis_json(m, sku, rg, nkeep, &w,
 	    (double)r.orig_w / m->W, (double)r.orig_h / m->H, zmax);
-	snprintf(out->model_version, sizeof out->model_version, "%s", DQ_REFAN_ALGO);
+	snprintf(out->model_version, sizeof out->model_version, "%s", DQ_REFERENCE_ALGO);
 	dq_raster_free(&r);
 	dq_plane_free(&Iw);
 	dq_plane_free(&Aw);

@@ -82,3 +82,22 @@ dq_analysis_free(struct dq_analysis *a)
 	a->findings = NULL;
 	a->analysis = NULL;
 }
+
+const char *
+dq_analyzer_name(const struct dq_analyzer *an)
+{
+	return an->ops->name;
+}
+
+int
+dq_analyzer_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
+    size_t len, const struct dq_image_info *info, struct dq_analysis *out, struct dq_err *err)
+{
+	return an->ops->analyze(an, sku, data, len, info, out, err);
+}
+
+int
+dq_analyzer_check(struct dq_analyzer *an, const char *sku, struct dq_err *err)
+{
+	return an->ops->check(an, sku, err);
+}

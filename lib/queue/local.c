@@ -1,5 +1,5 @@
 /*
- * queue_local.c - the local spool: a queue as a directory of files.
+ * local.c - the local spool: a queue as a directory of files.
  *
  * DQ_LOCAL_DIR/queues/<name>/ holds tmp/, ready/, locked/, dead/, ids/,
  * a `lock' file for flock(2) and a `seq' counter.  A message is an

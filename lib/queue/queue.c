@@ -75,3 +75,64 @@ dq_queue_close(struct dq_queue *q)
 	if (q)
 		q->ops->close(q);
 }
+
+const char *
+dq_queue_backend(const struct dq_queue *q)
+{
+	return q->ops->name;
+}
+
+int
+dq_queue_send(struct dq_queue *q, json_t *body, const char *message_id, struct dq_err *err)
+{
+	return q->ops->send(q, body, message_id, err);
+}
+
+int
+dq_queue_receive(struct dq_queue *q, int max, int64_t wait_ms, int flags, json_t *out,
+    struct dq_err *err)
+{
+	return q->ops->receive(q, max, wait_ms, flags, out, err);
+}
+
+int
+dq_queue_complete(struct dq_queue *q, json_t *receipt, struct dq_err *err)
+{
+	return q->ops->complete(q, receipt, err);
+}
+
+int
+dq_queue_abandon(struct dq_queue *q, json_t *receipt, struct dq_err *err)
+{
+	return q->ops->abandon(q, receipt, err);
+}
+
+int
+dq_queue_can_dead_letter(const struct dq_queue *q)
+{
+	return q->ops->dead_letter != NULL;
+}
+
+int
+dq_queue_dead_letter(struct dq_queue *q, json_t *receipt, const char *reason,
+    const char *description, struct dq_err *err)
+{
+	if (!q->ops->dead_letter) {
+		dq_err_system(err, DQ_EX_CONFIG, "no_dead_letter",
+		    "the %s queue backend cannot dead-letter a message itself", q->ops->name);
+		return -1;
+	}
+	return q->ops->dead_letter(q, receipt, reason, description, err);
+}
+
+int
+dq_queue_renew(struct dq_queue *q, json_t *receipt, struct dq_err *err)
+{
+	return q->ops->renew(q, receipt, err);
+}
+
+int
+dq_queue_check(struct dq_queue *q, struct dq_err *err)
+{
+	return q->ops->check(q, err);
+}

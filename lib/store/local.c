@@ -1,5 +1,5 @@
 /*
- * store_local.c - the store in a directory: DQ_LOCAL_DIR/store/<container>/.
+ * local.c - the store in a directory: DQ_LOCAL_DIR/store/<container>/.
  *
  * A blob is a file; its metadata a JSON sidecar in .meta/<name>.json.
  * Create-only puts write a temporary file in .tmp/, fsync it and link(2)
@@ -88,7 +88,7 @@ etag_of(const void *data, size_t len, char etag[80])
 static int
 local_put(struct dq_store *s, const char *container, const char *name,
     const void *data, size_t len, const char *content_type, json_t *metadata,
-    int replace, struct dq_put_result *res, struct dq_err *err)
+    enum dq_put_mode mode, struct dq_put_result *res, struct dq_err *err)
 {
 	char tmp[PATH_MAX], dst[PATH_MAX], meta[PATH_MAX], id[37];
 	int fd = -1, r = -1;
@@ -114,7 +114,7 @@ local_put(struct dq_store *s, const char *container, const char *name,
 		goto out;
 	}
 	fd = -1;
-	if (replace) {
+	if (mode == DQ_PUT_REPLACE) {
 		if (rename(tmp, dst) < 0) {
 			sys_err(err, "rename", dst);
 			goto out;
