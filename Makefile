@@ -32,7 +32,8 @@ LIBHDR = $(wildcard lib/*.h lib/*/*.h lib/*/*/*.h)
 LIBOBJ = $(patsubst %.c,$(B)/%.o,$(LIBSRC))
 LIBA = $(B)/lib/libdq.a
 TOOLS = $(B)/tools/dq-synth
-UNIT = $(B)/tests/unit/spool-test $(B)/tests/unit/reference-test $(B)/tests/unit/image-test
+UNIT = $(B)/tests/unit/spool-test $(B)/tests/unit/reference-test $(B)/tests/unit/image-test \
+	$(B)/tests/unit/status-test
 BINS = $(addprefix $(B)/bin/,$(PROGS) $(SCRIPTS))
 
 all: deps-check $(BINS) $(TOOLS)
