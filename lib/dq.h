@@ -272,7 +272,11 @@ int dq_image_validate(const unsigned char *, size_t, struct dq_image_info *, str
  */
 int dq_image_read(const char *path, unsigned char **data, size_t *len, struct dq_err *);
 
-/* pixels.c: JPEG, PNG and WebP decoded to 8-bit gray or RGB, and back. */
+/*
+ * pixels.c: JPEG, PNG and WebP decoded to 8-bit gray or RGB (scaled by the
+ * codec where it can), shrunk to fit, and encoded back, in memory or to a
+ * file; shared by the analyzers, dq-synth and the annotations.
+ */
 /* An 8-bit raster, row-major, ch = 1 (gray) or 3 (RGB). */
 struct dq_raster {
 	int w, h, ch;
@@ -291,7 +295,45 @@ int dq_decode(const unsigned char *data, size_t len, int ch, int min_w,
     int min_h, struct dq_raster *out, struct dq_err *err);
 void dq_raster_free(struct dq_raster *);
 
-/* Encoders: 0 or -1 with errno-style failure left in err. */
+/*
+ * The size of a w x h image fitted within max_w x max_h and, when
+ * max_pixels is positive, within max_pixels pixels: the aspect ratio kept
+ * (each side rounded, at least 1 and at most its limit), never larger than
+ * w x h, exactly w x h when that fits.
+ */
+void dq_fit_size(long w, long h, long max_w, long max_h, long max_pixels,
+    int *fit_w, int *fit_h);
+/*
+ * in shrunk into out (a new raster) to dq_fit_size's size by an area
+ * average, never enlarged; a copy of in when it fits.  orig_w/orig_h are
+ * in's.  0, or -1 with the record error bad_size (no raster, a limit
+ * below 1).
+ */
+int dq_raster_fit(const struct dq_raster *in, int max_w, int max_h,
+    long max_pixels, struct dq_raster *out, struct dq_err *err);
+/*
+ * dq_decode at the codec's smallest scale that still covers the fitted
+ * size, then dq_raster_fit to that size (computed from the stored size,
+ * so the result is the same whatever the codec's scale was).  0, or -1
+ * with the record error bad_size or undecodable.
+ */
+int dq_decode_fit(const unsigned char *data, size_t len, int ch, int max_w,
+    int max_h, long max_pixels, struct dq_raster *out, struct dq_err *err);
+/*
+ * Encoders into memory: *buf a malloc'd buffer of *len bytes (free(3) it),
+ * quality 0..100 for JPEG and lossy WebP, PNG fast over small.  0, or -1
+ * with *buf NULL and the record error unencodable.
+ */
+int dq_png_encode(const struct dq_raster *, unsigned char **buf, size_t *len,
+    struct dq_err *);
+int dq_jpeg_encode(const struct dq_raster *, int quality, unsigned char **buf,
+    size_t *len, struct dq_err *);
+int dq_webp_encode(const struct dq_raster *, int quality, unsigned char **buf,
+    size_t *len, struct dq_err *);
+/*
+ * The encoders above into a new file at path: 0, or -1 with their error or
+ * the system error io_error (74) when the file cannot be written.
+ */
 int dq_png_write(const char *path, const struct dq_raster *, struct dq_err *);
 int dq_jpeg_write(const char *path, const struct dq_raster *, int quality,
     struct dq_err *);

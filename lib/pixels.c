@@ -9,7 +9,9 @@
  * boxes are reported in that grid (DESIGN §2).
  */
 #include <errno.h>
+#include <math.h>
 #include <setjmp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -444,11 +446,205 @@ dq_raster_free(struct dq_raster *r)
 	r->px = NULL;
 }
 
+/*
+ * Resizing: an area average (a box filter), the only filter that a shrink
+ * by any ratio leaves without aliasing or ringing.  Each output pixel is
+ * the mean of the source area it covers, partial pixels weighted by the
+ * part covered, computed in integers: a source pixel is ow units wide and
+ * an output pixel w units, so the weights are whole numbers and the sum of
+ * an output pixel's weights is exactly w x h; the division rounds half up.
+ * Rows stream through: a source row is summed across into one row of
+ * partial sums, which goes into the one or two output rows it overlaps.
+ */
+
+static int
+raster_ok(const struct dq_raster *r)
+{
+	return r != NULL && r->px != NULL && (r->ch == 1 || r->ch == 3) &&
+	    pixels_ok(r->w, r->h);
+}
+
+void
+dq_fit_size(long w, long h, long max_w, long max_h, long max_pixels,
+    int *fit_w, int *fit_h)
+{
+	double scale = 1;
+	long fw, fh;
+
+	if (w > max_w)
+		scale = (double)max_w / w;
+	if (h > max_h && (double)max_h / h < scale)
+		scale = (double)max_h / h;
+	if (max_pixels > 0 && (double)w * h > (double)max_pixels &&
+	    sqrt((double)max_pixels / ((double)w * h)) < scale)
+		scale = sqrt((double)max_pixels / ((double)w * h));
+	fw = scale < 1 ? lround(w * scale) : w;
+	fh = scale < 1 ? lround(h * scale) : h;
+	fw = fw < 1 ? 1 : fw > max_w ? max_w : fw;
+	fh = fh < 1 ? 1 : fh > max_h ? max_h : fh;
+	/* Both sides rounded up can pass the pixel count by a row or so. */
+	while (max_pixels > 0 && fw * fh > max_pixels && (fw > 1 || fh > 1)) {
+		if (fw * h >= fh * w && fw > 1)
+			fw--;
+		else
+			fh--;
+	}
+	*fit_w = (int)fw;
+	*fit_h = (int)fh;
+}
+
+/* in shrunk to exactly ow x oh (at most in->w x in->h) into px. */
+static void
+shrink(const struct dq_raster *in, int ow, int oh, unsigned char *px)
+{
+	const int w = in->w, h = in->h, ch = in->ch;
+	const size_t orow = (size_t)ow * ch;
+	const uint64_t area = (uint64_t)w * h;
+	int *to = dq_xmalloc((size_t)w * sizeof *to);
+	uint32_t *first = dq_xmalloc((size_t)w * sizeof *first);
+	uint32_t *across = dq_xmalloc(orow * sizeof *across);
+	uint64_t *sum = dq_xcalloc(orow, sizeof *sum);
+	int x, y = 0;
+
+	/* Where each source column goes: output column to[i] takes first[i]
+	 * of its ow units, the next output column the rest. */
+	for (x = 0; x < w; x++) {
+		uint64_t start = (uint64_t)x * ow, bound;
+
+		to[x] = (int)(start / w);
+		bound = (uint64_t)(to[x] + 1) * w;
+		first[x] = (uint32_t)(start + ow <= bound ? (uint64_t)ow : bound - start);
+	}
+	for (int j = 0; j < h; j++) {
+		const unsigned char *s = in->px + (size_t)j * w * ch;
+		uint64_t start = (uint64_t)j * oh, bound = (uint64_t)(y + 1) * h;
+		uint32_t above = (uint32_t)(start + oh <= bound ? (uint64_t)oh : bound - start);
+
+		memset(across, 0, orow * sizeof *across);
+		for (x = 0; x < w; x++, s += ch) {
+			uint32_t *d = across + (size_t)to[x] * ch;
+			uint32_t rest = (uint32_t)ow - first[x];
+
+			for (int c = 0; c < ch; c++) {
+				d[c] += s[c] * first[x];
+				if (rest)
+					d[c + ch] += s[c] * rest;
+			}
+		}
+		for (size_t k = 0; k < orow; k++)
+			sum[k] += (uint64_t)across[k] * above;
+		if (start + oh < bound)
+			continue;
+		/* Output row y is complete; what is left of this row starts the next. */
+		for (size_t k = 0; k < orow; k++)
+			px[(size_t)y * orow + k] = (unsigned char)((sum[k] + area / 2) / area);
+		y++;
+		for (size_t k = 0; k < orow; k++)
+			sum[k] = (uint64_t)across[k] * (oh - above);
+	}
+	free(to);
+	free(first);
+	free(across);
+	free(sum);
+}
+
+/* in shrunk to ow x oh into out (a copy when the size is in's). */
+static void
+resize_to(const struct dq_raster *in, int ow, int oh, struct dq_raster *out)
+{
+	out->w = ow;
+	out->h = oh;
+	out->ch = in->ch;
+	out->orig_w = in->orig_w;
+	out->orig_h = in->orig_h;
+	out->px = dq_xmalloc((size_t)ow * oh * in->ch);
+	if (ow == in->w && oh == in->h)
+		memcpy(out->px, in->px, (size_t)ow * oh * in->ch);
+	else
+		shrink(in, ow, oh, out->px);
+}
+
 int
-dq_png_write(const char *path, const struct dq_raster *r, struct dq_err *err)
+dq_raster_fit(const struct dq_raster *in, int max_w, int max_h,
+    long max_pixels, struct dq_raster *out, struct dq_err *err)
+{
+	int fw, fh;
+
+	memset(out, 0, sizeof *out);
+	if (!raster_ok(in)) {
+		dq_err_record(err, "bad_size", "resize: not a raster of 1 or 3 channels within 65535x65535");
+		return -1;
+	}
+	if (max_w < 1 || max_h < 1 || max_pixels < 0) {
+		dq_err_record(err, "bad_size", "resize: %dx%d (%ld pixels) is no size to fit in",
+		    max_w, max_h, max_pixels);
+		return -1;
+	}
+	dq_fit_size(in->w, in->h, max_w, max_h, max_pixels, &fw, &fh);
+	resize_to(in, fw, fh, out);
+	return 0;
+}
+
+int
+dq_decode_fit(const unsigned char *data, size_t len, int ch, int max_w,
+    int max_h, long max_pixels, struct dq_raster *out, struct dq_err *err)
+{
+	struct dq_image_info info;
+	struct dq_err ignored;
+	struct dq_raster whole;
+	int min_w = 0, min_h = 0, fw, fh;
+
+	memset(out, 0, sizeof *out);
+	if (max_w < 1 || max_h < 1 || max_pixels < 0) {
+		dq_err_record(err, "bad_size", "decode: %dx%d (%ld pixels) is no size to fit in",
+		    max_w, max_h, max_pixels);
+		return -1;
+	}
+	/* The header's size chooses the codec's scale; a header the decoder
+	 * reads otherwise only costs a whole decode. */
+	if (dq_image_sniff(data, len, &info, &ignored) == 0 && pixels_ok(info.width, info.height))
+		dq_fit_size(info.width, info.height, max_w, max_h, max_pixels, &min_w, &min_h);
+	if (dq_decode(data, len, ch, min_w, min_h, &whole, err) < 0)
+		return -1;
+	dq_fit_size(whole.orig_w, whole.orig_h, max_w, max_h, max_pixels, &fw, &fh);
+	if (fw > whole.w || fh > whole.h)
+		dq_fit_size(whole.w, whole.h, max_w, max_h, max_pixels, &fw, &fh);
+	if (fw == whole.w && fh == whole.h) {
+		*out = whole;
+		return 0;
+	}
+	resize_to(&whole, fw, fh, out);
+	dq_raster_free(&whole);
+	return 0;
+}
+
+/*
+ * Encoders, in memory: the one encoder of each format, which the file
+ * writers below put in a file.
+ */
+
+static int
+encode_refused(const struct dq_raster *r, const char *format, struct dq_err *err)
+{
+	if (raster_ok(r))
+		return 0;
+	dq_err_record(err, "unencodable", "%s: not a raster of 1 or 3 channels within 65535x65535",
+	    format);
+	return -1;
+}
+
+int
+dq_png_encode(const struct dq_raster *r, unsigned char **buf, size_t *len,
+    struct dq_err *err)
 {
 	png_image im;
+	png_alloc_size_t n;
+	unsigned char *b;
 
+	*buf = NULL;
+	*len = 0;
+	if (encode_refused(r, "PNG", err))
+		return -1;
 	memset(&im, 0, sizeof im);
 	im.version = PNG_IMAGE_VERSION;
 	im.width = r->w;
@@ -456,40 +652,43 @@ dq_png_write(const char *path, const struct dq_raster *r, struct dq_err *err)
 	im.format = r->ch == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
 	/* annotations and test images: speed over size */
 	im.flags = PNG_IMAGE_FLAG_FAST;
-	if (!png_image_write_to_file(&im, path, 0, r->px, 0, NULL)) {
-		dq_err_set(err, DQ_SCOPE_SYSTEM, DQ_EX_IOERR, 0, "io_error",
-		    "%s: %s", path, im.message);
+	/* Room for the worst case, so that libpng compresses once. */
+	n = PNG_IMAGE_PNG_SIZE_MAX(im);
+	b = dq_xmalloc(n);
+	if (!png_image_write_to_memory(&im, b, &n, 0, r->px, 0, NULL)) {
+		free(b);
+		dq_err_record(err, "unencodable", "PNG: %s", im.message);
 		return -1;
 	}
+	*buf = dq_xrealloc(b, n);
+	*len = n;
 	return 0;
 }
 
 int
-dq_jpeg_write(const char *path, const struct dq_raster *r, int quality,
-    struct dq_err *err)
+dq_jpeg_encode(const struct dq_raster *r, int quality, unsigned char **buf,
+    size_t *len, struct dq_err *err)
 {
 	struct jpeg_compress_struct ci;
 	struct jerr je;
-	FILE *volatile fp;
-	int i;
+	unsigned char *mem = NULL;
+	unsigned long n = 0;
 
-	if ((fp = fopen(path, "wb")) == NULL) {
-		dq_err_set(err, DQ_SCOPE_SYSTEM, DQ_EX_IOERR, 0, "io_error",
-		    "%s: %s", path, strerror(errno));
+	*buf = NULL;
+	*len = 0;
+	if (encode_refused(r, "JPEG", err))
 		return -1;
-	}
 	memset(&ci, 0, sizeof ci);
 	ci.err = jpeg_std_error(&je.pub);
 	je.pub.error_exit = jerr_exit;
 	if (setjmp(je.jb)) {
 		jpeg_destroy_compress(&ci);
-		fclose(fp);
-		dq_err_set(err, DQ_SCOPE_SYSTEM, DQ_EX_IOERR, 0, "io_error",
-		    "%s: %s", path, je.msg);
+		free(mem);
+		dq_err_record(err, "unencodable", "JPEG: %s", je.msg);
 		return -1;
 	}
 	jpeg_create_compress(&ci);
-	jpeg_stdio_dest(&ci, fp);
+	jpeg_mem_dest(&ci, &mem, &n);
 	ci.image_width = r->w;
 	ci.image_height = r->h;
 	ci.input_components = r->ch;
@@ -497,29 +696,28 @@ dq_jpeg_write(const char *path, const struct dq_raster *r, int quality,
 	jpeg_set_defaults(&ci);
 	jpeg_set_quality(&ci, quality, TRUE);
 	jpeg_start_compress(&ci, TRUE);
-	for (i = 0; i < r->h; i++) {
+	for (int i = 0; i < r->h; i++) {
 		JSAMPROW row = r->px + (size_t)i * r->w * r->ch;
 		jpeg_write_scanlines(&ci, &row, 1);
 	}
 	jpeg_finish_compress(&ci);
 	jpeg_destroy_compress(&ci);
-	if (ferror(fp) | fclose(fp)) {
-		dq_err_set(err, DQ_SCOPE_SYSTEM, DQ_EX_IOERR, 0, "io_error",
-		    "%s: write error", path);
-		return -1;
-	}
+	*buf = mem;
+	*len = n;
 	return 0;
 }
 
 int
-dq_webp_write(const char *path, const struct dq_raster *r, int quality,
-    struct dq_err *err)
+dq_webp_encode(const struct dq_raster *r, int quality, unsigned char **buf,
+    size_t *len, struct dq_err *err)
 {
-	uint8_t *buf = NULL, *rgb = NULL;
+	uint8_t *out = NULL, *rgb = NULL;
 	size_t n;
-	FILE *fp;
-	int ok;
 
+	*buf = NULL;
+	*len = 0;
+	if (encode_refused(r, "WebP", err))
+		return -1;
 	if (r->ch == 1) {
 		size_t i, np = (size_t)r->w * r->h;
 
@@ -528,25 +726,74 @@ dq_webp_write(const char *path, const struct dq_raster *r, int quality,
 			rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = r->px[i];
 	}
 	n = WebPEncodeRGB(rgb ? rgb : r->px, r->w, r->h, r->w * 3,
-	    (float)quality, &buf);
+	    (float)quality, &out);
 	free(rgb);
 	if (n == 0) {
-		dq_err_set(err, DQ_SCOPE_SYSTEM, DQ_EX_IOERR, 0, "io_error",
-		    "%s: WebP encoding failed", path);
+		dq_err_record(err, "unencodable", "WebP: encoding failed");
 		return -1;
 	}
+	/* libwebp's buffer is freed by WebPFree; the caller's by free. */
+	*buf = dq_xmalloc(n);
+	memcpy(*buf, out, n);
+	WebPFree(out);
+	*len = n;
+	return 0;
+}
+
+/* buf (freed here) into a new file at path. */
+static int
+write_file(const char *path, unsigned char *buf, size_t len, struct dq_err *err)
+{
+	FILE *fp;
+	int ok;
+
 	if ((fp = fopen(path, "wb")) == NULL) {
-		WebPFree(buf);
+		free(buf);
 		dq_err_set(err, DQ_SCOPE_SYSTEM, DQ_EX_IOERR, 0, "io_error",
 		    "%s: %s", path, strerror(errno));
 		return -1;
 	}
-	ok = fwrite(buf, 1, n, fp) == n;
-	WebPFree(buf);
-	if ((fclose(fp) != 0) | !ok) {
+	ok = fwrite(buf, 1, len, fp) == len;
+	free(buf);
+	if ((ferror(fp) | fclose(fp)) != 0 || !ok) {
 		dq_err_set(err, DQ_SCOPE_SYSTEM, DQ_EX_IOERR, 0, "io_error",
 		    "%s: write error", path);
 		return -1;
 	}
 	return 0;
+}
+
+int
+dq_png_write(const char *path, const struct dq_raster *r, struct dq_err *err)
+{
+	unsigned char *buf;
+	size_t len;
+
+	if (dq_png_encode(r, &buf, &len, err) < 0)
+		return -1;
+	return write_file(path, buf, len, err);
+}
+
+int
+dq_jpeg_write(const char *path, const struct dq_raster *r, int quality,
+    struct dq_err *err)
+{
+	unsigned char *buf;
+	size_t len;
+
+	if (dq_jpeg_encode(r, quality, &buf, &len, err) < 0)
+		return -1;
+	return write_file(path, buf, len, err);
+}
+
+int
+dq_webp_write(const char *path, const struct dq_raster *r, int quality,
+    struct dq_err *err)
+{
+	unsigned char *buf;
+	size_t len;
+
+	if (dq_webp_encode(r, quality, &buf, &len, err) < 0)
+		return -1;
+	return write_file(path, buf, len, err);
 }
