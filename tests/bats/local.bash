@@ -1,0 +1,49 @@
+# local.bash - probes of the local backends' files, for the tests that are
+# about the local store and spool (load helpers first): a lease running
+# out by its name, a crash's leftovers, a fault put into a file.  A test
+# that uses them calls local_only first, which skips it on another
+# DQ_TEST_BACKEND; everything else observes through the programs.
+# shellcheck shell=bash
+
+# local_only WHY: skip this test unless it runs on the local backends.
+local_only() {
+	[ "$DQ_TEST_BACKEND" = local ] ||
+		skip "about the local backends' files ($1); DQ_TEST_BACKEND=$DQ_TEST_BACKEND"
+}
+
+# local_spool [QUEUE]: the local spool's directory of QUEUE.
+local_spool() {
+	echo "$DQ_LOCAL_DIR/queues/${1:-defect-jobs}"
+}
+
+# local_container NAME: the local store's directory of container NAME.
+local_container() {
+	echo "$DQ_LOCAL_DIR/store/$1"
+}
+
+# local_blob CONTAINER NAME: the path of a blob in the local store.
+local_blob() {
+	echo "$DQ_LOCAL_DIR/store/$1/$2"
+}
+
+# local_meta CONTAINER NAME: the path of a blob's metadata file.
+local_meta() {
+	echo "$DQ_LOCAL_DIR/store/$1/.meta/$2.json"
+}
+
+# local_marker ID: the failure marker of image ID, its whole history.
+local_marker() {
+	cat "$DQ_LOCAL_DIR/store/processed-images/$1.error.json"
+}
+
+# local_blob_count [CONTAINER]: files in a container, every kind of blob
+# (artifacts, failure markers, kept copies), hidden temporaries and
+# metadata aside.
+local_blob_count() {
+	find "$DQ_LOCAL_DIR/store/${1:-raw-images}" -type f -not -path '*/.*' 2>/dev/null | wc -l
+}
+
+# local_lease_files [QUEUE]: the files of the spool's leases.
+local_lease_files() {
+	find "$DQ_LOCAL_DIR/queues/${1:-defect-jobs}/locked" -type f 2>/dev/null | wc -l
+}
