@@ -2,6 +2,7 @@
 # dq-put: raw images in, messages out; create-only writes; rejected input.
 
 load helpers
+load local # the local store's metadata files, for the faults put into them
 
 setup() {
 	dq_env
@@ -14,9 +15,9 @@ setup() {
 	local id1 id2
 	id1=$(head -1 <<<"$output" | jq -r .message.image_id)
 	id2=$(tail -1 <<<"$output" | jq -r .message.image_id)
-	[ -f "$DQ_LOCAL_DIR/store/raw-images/$id1.jpg" ]
-	[ -f "$DQ_LOCAL_DIR/store/raw-images/$id2.png" ]
-	cmp "$FIXTURES/a.jpg" "$DQ_LOCAL_DIR/store/raw-images/$id1.jpg"
+	raw_holds "$id1" "$FIXTURES/a.jpg"
+	raw_holds "$id2" "$FIXTURES/b.png"
+	assert_equal "$(raw_count)" 2
 	run jq -c '.message | {sku: .metadata.product_sku, fac: .metadata.facility, src: .metadata.source_blob,
 		ct: .metadata.content_type, w: .image.width, h: .image.height, size: .image.size}' <<<"$(head -1 <<<"$output")"
 	assert_output "{\"sku\":\"WK-KN-200\",\"fac\":\"yangjiang\",\"src\":{\"container\":\"raw-images\",\"blob_name\":\"$id1.jpg\"},\"ct\":\"image/jpeg\",\"w\":64,\"h\":48,\"size\":$(stat -c %s "$FIXTURES/a.jpg")}"
@@ -56,7 +57,7 @@ setup() {
 	assert_failure 65
 	assert_equal "$(jq -r .error.code <<<"$output")" conflict
 	assert_equal "$(jq -r .file <<<"$output")" "$FIXTURES/d.jpg"
-	cmp "$FIXTURES/a.jpg" "$DQ_LOCAL_DIR/store/raw-images/$id.jpg"
+	raw_holds "$id" "$FIXTURES/a.jpg"
 }
 
 @test "dq-put --stored rebuilds the message of a stored image, equal to the original" {
@@ -74,8 +75,8 @@ setup() {
 	local done_id todo_id
 	done_id=$(head -1 <<<"$output" | jq -r .message.image_id)
 	todo_id=$(tail -1 <<<"$output" | jq -r .message.image_id)
-	mkdir -p "$DQ_LOCAL_DIR/store/processed-images"
-	echo '{}' > "$DQ_LOCAL_DIR/store/processed-images/$done_id.json"
+	# an artifact for the first
+	head -1 <<<"$output" | jq -c '. + {artifact: {image_id: .message.image_id}}' | dq-put >/dev/null 2>&1
 	run --separate-stderr dq-put --stored
 	assert_success
 	assert_equal "$(jq -r .message.image_id <<<"$output")" "$todo_id"
@@ -88,14 +89,14 @@ setup() {
 	assert_equal "$(jq -r .error.code <<<"$output")" not_an_image
 	assert_equal "$(jq -r .error.scope <<<"$output")" record
 	assert_equal "$(jq -r .error.retryable <<<"$output")" false
-	assert_equal "$(blob_count raw-images)" 0
+	assert_equal "$(raw_count)" 0
 }
 
 @test "a truncated JPEG is rejected and nothing is stored" {
 	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/truncated.jpg"
 	assert_failure 65
 	assert_equal "$(jq -r .error.code <<<"$output")" truncated_image
-	assert_equal "$(blob_count raw-images)" 0
+	assert_equal "$(raw_count)" 0
 }
 
 # damaged KIND FIXTURE: a copy of FIXTURE, whole in structure, spoilt
@@ -118,8 +119,7 @@ damaged() {
 		assert_equal "$(jq -r 'select(.event == "rejected") | .code' <<<"$stderr")" corrupt_image
 	done
 	# the good one of each run, nothing of the damaged ones
-	assert_equal "$(blob_count raw-images)" 5
-	assert_equal "$(find "$DQ_LOCAL_DIR/store/raw-images" -maxdepth 1 -type f -not -name '*.jpg' | wc -l)" 0
+	assert_equal "$(dq-put --stored --all 2>/dev/null | jq -r .message.metadata.source_blob.blob_name | sed 's/.*\.//' | sort | uniq -c | awk '{print $2 "=" $1}')" jpg=5
 }
 
 @test "images in every encoding a camera may use are stored; each with its data spoilt is refused" {
@@ -151,7 +151,7 @@ damaged() {
 	assert_failure 66
 	assert_equal "$(head -1 <<<"$output" | jq -r '[.error.code, .error.message] | join(": ")')" "not_a_file: a directory, not a regular file"
 	assert_equal "$(tail -1 <<<"$output" | jq -r .message.metadata.content_type)" image/png
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 }
 
 @test "a FIFO given as a file is refused at once with 66, never read" {
@@ -162,7 +162,7 @@ damaged() {
 	assert_equal "$(head -1 <<<"$output" | jq -r '[.file, .error.code, .error.message] | join(" ")')" \
 		"$BATS_TEST_TMPDIR/cam.jpg not_a_file a FIFO, not a regular file"
 	assert_equal "$(tail -1 <<<"$output" | jq -r .message.metadata.content_type)" image/jpeg
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 }
 
 @test "good files are stored even when one in the list is bad" {
@@ -183,7 +183,7 @@ damaged() {
 }
 
 @test "no store configured exits 78 naming the variables to set" {
-	unset DQ_LOCAL_DIR
+	no_backend
 	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg"
 	assert_failure 78
 	assert_output ""
@@ -193,10 +193,11 @@ damaged() {
 }
 
 @test "an Azure variable never falls back to the local store" {
+	local_only "the local store's directory is not created"
 	export AZURE_STORAGE_ACCOUNT=someaccount
 	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg"
 	assert_failure 78
-	[ ! -d "$DQ_LOCAL_DIR/store" ]
+	[ ! -d "$(local_store_dir)" ]
 }
 
 @test "usage errors exit 64 with the synopsis on stderr" {
@@ -229,7 +230,7 @@ damaged() {
 	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --extra "{\"a\":\"$(head -c 5000 /dev/zero | tr '\0' x)\"}" "$FIXTURES/a.jpg"
 	assert_failure 64
 	[[ "$stderr" == *"exceeds 4096 bytes"* ]]
-	assert_equal "$(blob_count raw-images)" 0
+	assert_equal "$(raw_count)" 0
 	# brackets inside strings are text, not nesting
 	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --extra '{"s":"[[[[[[[[[[{{{{"}' "$FIXTURES/a.jpg"
 	assert_success
@@ -240,7 +241,8 @@ damaged() {
 	local lost kept
 	lost=$(head -1 <<<"$output" | jq -r .message.image_id)
 	kept=$(tail -1 <<<"$output" | jq -r .message.image_id)
-	rm "$DQ_LOCAL_DIR/store/raw-images/.meta/$lost.jpg.json"
+	local_only "a metadata file removed"
+	rm "$(local_meta raw-images "$lost.jpg")"
 	run --separate-stderr dq-put --stored "$lost" "$kept"
 	assert_failure 65
 	assert_equal "$(head -1 <<<"$output" | jq -r .error.code)" bad_metadata
@@ -268,7 +270,7 @@ damaged() {
 	run --separate-stderr dq-put --stored $id
 	assert_success
 	assert_json_equal "$output" "$(jq -c '{message}' <<<"$first")"
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 }
 
 @test "the file's base name is kept as metadata.file_name, before extra; --stored rebuilds it" {
@@ -306,12 +308,13 @@ damaged() {
 @test "dq-put rerun after a store failure between image and metadata completes the image" {
 	local id=6f1c2c1e-8a51-4f4e-9f5a-0b6a4a8f0c22
 	# The metadata cannot be written: a directory where its file goes.
-	mkdir -p "$DQ_LOCAL_DIR/store/raw-images/.meta/$id.jpg.json"
+	local_only "a directory where a metadata file goes"
+	mkdir -p "$(local_meta raw-images "$id.jpg")"
 	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --id $id "$FIXTURES/a.jpg"
 	assert_failure 74
 	assert_output ""
 	assert_equal "$(log_events "$stderr" | tail -1)" system_error
-	rmdir "$DQ_LOCAL_DIR/store/raw-images/.meta/$id.jpg.json"
+	rmdir "$(local_meta raw-images "$id.jpg")"
 	run --separate-stderr dq-put --sku WK-KN-200 --facility yangjiang --id $id "$FIXTURES/a.jpg"
 	assert_success
 	assert_equal "$(jq -c '[.message.image_id, .stored.repaired, .stored.existing]' <<<"$output")" "[\"$id\",true,null]"
@@ -339,9 +342,11 @@ damaged() {
 			>"$BATS_TEST_TMPDIR/out/$i.png.out" 2>/dev/null &
 	done
 	wait
+	# the raw images of each id, whole or not, as the store lists them
+	dq-put --stored --all 2>/dev/null | jq -r '.message.image_id // .blob[0:36]' >"$BATS_TEST_TMPDIR/listed"
 	for i in $(seq 20); do
 		local id=${ids[i - 1]} blobs ok
-		blobs=$(find "$DQ_LOCAL_DIR/store/raw-images" -maxdepth 1 -name "$id.*" | wc -l)
+		blobs=$(grep -cx "$id" "$BATS_TEST_TMPDIR/listed")
 		ok=$(cat "$BATS_TEST_TMPDIR/out/$i".*.out | jq -s '[.[] | select(.message)] | length')
 		[ "$blobs" -le 1 ] || fail "$id: $blobs images"
 		assert_equal "$ok" "$blobs"
@@ -359,8 +364,9 @@ damaged() {
 	local odd kept
 	odd=$(head -1 <<<"$output" | jq -r .message.image_id)
 	kept=$(tail -1 <<<"$output" | jq -r .message.image_id)
-	rm "$DQ_LOCAL_DIR/store/raw-images/.meta/$odd.jpg.json"
-	mkfifo "$DQ_LOCAL_DIR/store/raw-images/.meta/$odd.jpg.json"
+	local_only "a FIFO where a metadata file goes"
+	rm "$(local_meta raw-images "$odd.jpg")"
+	mkfifo "$(local_meta raw-images "$odd.jpg")"
 	run --separate-stderr timeout -k 5 20 dq-put --stored "$odd" "$kept"
 	assert_failure 65
 	assert_equal "$(head -1 <<<"$output" | jq -r .error.code)" bad_metadata

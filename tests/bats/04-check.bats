@@ -2,6 +2,7 @@
 # --check: configuration and backends, before any record is touched.
 
 load helpers
+load local # most checks here are of the local store's and spool's directories
 
 setup() {
 	dq_env
@@ -22,7 +23,7 @@ tree() {
 }
 
 @test "--check without any backend configured exits 78" {
-	unset DQ_LOCAL_DIR
+	no_backend
 	run --separate-stderr dq-dequeue --check
 	assert_failure 78
 	assert_equal "$(log_events "$stderr")" check_failed
@@ -30,6 +31,7 @@ tree() {
 }
 
 @test "--check on a DQ_LOCAL_DIR that is not a directory exits 78" {
+	local_only "DQ_LOCAL_DIR a file"
 	echo "not a directory" >"$BATS_TEST_TMPDIR/file"
 	export DQ_LOCAL_DIR="$BATS_TEST_TMPDIR/file"
 	run --separate-stderr dq-put --check
@@ -40,6 +42,7 @@ tree() {
 }
 
 @test "an unusable spool stops dq-enqueue with a system error and no output" {
+	local_only "a file where the spool's directory goes"
 	dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" 2>/dev/null >"$BATS_TEST_TMPDIR/in"
 	mkdir -p "$DQ_LOCAL_DIR/queues"
 	echo x >"$DQ_LOCAL_DIR/queues/defect-jobs"
@@ -50,8 +53,10 @@ tree() {
 }
 
 @test "--check creates nothing, and says what the first run will create" {
-	dq-synth -s 4 -o "$BATS_TEST_TMPDIR/s" -W 160 -H 120 --refs 2 --good 1 --defects 0 >/dev/null 2>&1
-	export DQ_REFERENCE_DIR=$BATS_TEST_TMPDIR/s/reference DQ_CACHE_DIR=$BATS_TEST_TMPDIR/cache
+	local_only "every file and directory under DQ_LOCAL_DIR"
+	reference_setup 4 -W 160 -H 120 --refs 2 --good 1 --defects 0
+	# a cache of its own, that no other test created
+	export DQ_CACHE_DIR=$BATS_TEST_TMPDIR/cache
 	for p in dq-put dq-enqueue dq-dequeue dq-analyze dq-worker; do
 		run --separate-stderr "$p" --check
 		assert_success
@@ -75,6 +80,7 @@ tree() {
 }
 
 @test "--check of a spool with a directory missing says which, and that the programs recreate it" {
+	local_only "a directory of the spool removed"
 	dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" 2>/dev/null | dq-enqueue >/dev/null 2>&1
 	rmdir "$DQ_LOCAL_DIR/queues/defect-jobs/dead"
 	run --separate-stderr dq-dequeue --check
@@ -85,6 +91,7 @@ tree() {
 }
 
 @test "--check on a full file system exits 69 for the store and the spool" {
+	local_only "DQ_LOCAL_DIR on a small file system"
 	unshare -m mount -t tmpfs none /mnt 2>/dev/null || skip "needs a mount namespace for a small file system (unshare -m)"
 	mkdir -p "$DQ_LOCAL_DIR"
 	run --separate-stderr unshare -m bash -c '
@@ -100,6 +107,7 @@ enqueue 69"
 }
 
 @test "--check of a processed container on a read-only mount exits 78; the raw one is probed only for FILEs" {
+	local_only "a container's directory mounted read-only"
 	unshare -m mount -t tmpfs none /mnt 2>/dev/null || skip "needs a mount namespace for a read-only mount (unshare -m)"
 	dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg" >/dev/null 2>&1
 	mkdir -p "$DQ_LOCAL_DIR/store/processed-images"

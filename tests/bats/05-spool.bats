@@ -5,9 +5,11 @@
 # The programs over the spool are tested in 03-queue.bats.
 
 load helpers
+load local # the suite is about the local spool's files
 
 setup() {
 	dq_env
+	local_only "the local spool itself"
 	SPOOL_TEST="$DQ_BUILD/tests/unit/spool-test"
 	[ -x "$SPOOL_TEST" ] || fail "$SPOOL_TEST is not built: run 'make tests/unit/spool-test'"
 }

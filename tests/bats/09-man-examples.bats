@@ -2,6 +2,7 @@
 # The EXAMPLES of the manual pages run as written.
 
 load helpers
+load local # dq(7)'s example is written for the local backends
 
 setup() {
 	dq_env
@@ -26,10 +27,11 @@ run_examples() {
 
 @test "dq-put(1) examples run" {
 	run_examples dq-put.1
-	assert_equal "$(blob_count raw-images)" 2
+	assert_equal "$(raw_count)" 2
 	# the two stored, then the same two again under new message ids
 	assert_equal "$(ready_count)" 4
-	assert_equal "$(jq -r .body.image_id "$DQ_LOCAL_DIR"/queues/defect-jobs/ready/* | sort | uniq -c | awk '{print $1}' | sort -u)" 2
+	assert_equal "$(peek_all | jq -r .message.image_id | sort | uniq -c | awk '{print $1}' | sort -u)" 2
+	assert_equal "$(peek_all | jq -r .receipt.message_id | sort -u | wc -l)" 4
 }
 
 @test "dq-enqueue(1) examples run" {
@@ -45,12 +47,15 @@ run_examples() {
 }
 
 @test "dq(7) examples run the whole job" {
+	local_only "the example sets DQ_LOCAL_DIR"
 	dq-synth -s 7 -o "$HOME/dq" -W 480 -H 360 --refs 3 --good 1 --defects 1
 	unset DQ_LOCAL_DIR
 	run_examples dq.7
 	export DQ_LOCAL_DIR=$HOME/dq
-	assert_equal "$(blob_count processed-images)" 2
-	assert_equal "$(jq -r '.defect_findings.defect_detected | type' "$DQ_LOCAL_DIR"/store/processed-images/*.json)" "boolean
-boolean"
+	assert_equal "$(analyzed_count)" 2
+	local id
+	for id in $(dq-put --stored --all 2>/dev/null | jq -r .message.image_id); do
+		assert_equal "$(artifact "$id" | jq -r '.defect_findings.defect_detected | type')" boolean
+	done
 	assert_equal "$(ready_count)" 0
 }

@@ -212,3 +212,19 @@ failure() {
 	[ "$(image_state "$1")" = failed ] || { echo "failure: no failure marker for $1" >&2; return 1; }
 	image_get "$1" "$body" >/dev/null && cat "$body"
 }
+
+# raw_holds ID FILE: the store holds FILE's bytes as raw image ID (dq-put
+# compares them byte for byte: the same bytes are existing, others a
+# conflict).
+raw_holds() {
+	local out
+	out=$(dq-put --sku WK-KN-200 --facility yangjiang --id "$1" "$2" 2>/dev/null)
+	[ "$(jq -r .stored.existing <<<"$out")" = true ] ||
+		{ echo "raw_holds: the store holds other bytes than $2 as $1, or none: $out" >&2; return 1; }
+}
+
+# no_backend: no store, queue or analyzer configured at all.
+no_backend() {
+	unset DQ_LOCAL_DIR AZURE_STORAGE_CONNECTION_STRING AZURE_STORAGE_ACCOUNT \
+		AZURE_SERVICEBUS_CONNECTION_STRING AZURE_SERVICEBUS_NAMESPACE
+}

@@ -47,3 +47,8 @@ local_blob_count() {
 local_lease_files() {
 	find "$DQ_LOCAL_DIR/queues/${1:-defect-jobs}/locked" -type f 2>/dev/null | wc -l
 }
+
+# local_store_dir: the local store's directory.
+local_store_dir() {
+	echo "$DQ_LOCAL_DIR/store"
+}
