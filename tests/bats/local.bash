@@ -52,3 +52,9 @@ local_lease_files() {
 local_store_dir() {
 	echo "$DQ_LOCAL_DIR/store"
 }
+
+# local_backend: the test runs on the local backends, for the part of a
+# test that only the local files show (say which in a comment).
+local_backend() {
+	[ "$DQ_TEST_BACKEND" = local ]
+}
