@@ -5,15 +5,11 @@
 
 load helpers
 load users
-
-setup_file() {
-	dq-synth -s 22 -o "$BATS_FILE_TMPDIR/s" -W 320 -H 240 --refs 3 --good 40 --defects 10 >/dev/null 2>&1
-}
+load local # a marker's history, kept copies, and the local directories' modes and mounts
 
 setup() {
 	dq_env
-	S=$BATS_FILE_TMPDIR/s
-	export DQ_ANALYZER=reference DQ_REFERENCE_DIR=$S/reference DQ_CACHE_DIR=$BATS_FILE_TMPDIR/cache
+	reference_setup 22 -W 320 -H 240 --refs 3 --good 40 --defects 10
 	export DQ_WORKER_WAIT_SECONDS=0.2
 }
 
@@ -35,8 +31,12 @@ send() {
 		tee "$BATS_TEST_TMPDIR/sent" | dq-enqueue >/dev/null 2>&1
 }
 
-dead_count() {
-	find "$DQ_LOCAL_DIR/queues/defect-jobs/dead" -type f 2>/dev/null | wc -l
+# states: what GET tells of each image sent, counted: "N analyzed" etc.
+states() {
+	local id
+	for id in $(jq -r .message.image_id "$BATS_TEST_TMPDIR/sent"); do
+		image_state "$id" || return 1
+	done | sort | uniq -c | sed 's/^ *//' | paste -sd ' '
 }
 
 # settled: "settled delivery_count" of each record the worker printed, sorted and counted.
@@ -52,8 +52,12 @@ worker_ok() {
 	assert_success
 }
 
+# processed_sums: the checksum of each image's artifact, as GET answers it.
 processed_sums() {
-	(cd "$DQ_LOCAL_DIR/store/processed-images" && sha256sum -- *)
+	local id
+	for id in $(jq -r .message.image_id "$BATS_TEST_TMPDIR/sent"); do
+		echo "$id $(artifact "$id" | sha256sum)"
+	done
 }
 
 @test "fifty images: fifty artifacts and an empty queue; re-sent with --new-id, none analyzed again" {
@@ -61,7 +65,7 @@ processed_sums() {
 	run --separate-stderr dq-worker --drain
 	worker_ok
 	assert_equal "$(settled "$output")" "50 completed 1"
-	assert_equal "$(blob_count processed-images)" 50
+	assert_equal "$(states)" "50 analyzed"
 	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
 	assert_equal "$(log_events "$stderr" | grep -c '^analyzed$')" 50
 	assert_equal "$(jq -r 'select(.event == "worker_stop") | .reason + " " + (.status | tostring)' <<<"$stderr")" "drained 0"
@@ -77,6 +81,10 @@ processed_sums() {
 	assert_equal "$(log_events "$stderr" | grep -c '^analyz')" 0
 	assert_equal "$(processed_sums)" "$before"
 	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
+	# and nothing else was written (a kept copy, a marker): the files say
+	if local_backend; then
+		assert_equal "$(local_blob_count processed-images)" 50
+	fi
 }
 
 @test "a worker killed with SIGKILL mid-batch loses nothing: after the lease a second worker finishes all" {
@@ -87,12 +95,12 @@ processed_sums() {
 	wait_for 10 count_is 5 locked_count
 	kill -KILL -- -"$pid"
 	wait "$pid" || true
-	assert_equal "$(blob_count processed-images)" 0
+	assert_equal "$(states)" "5 pending"
 	wait_for 10 leases_expired
 	run --separate-stderr dq-worker --drain
 	assert_success
 	assert_equal "$(settled "$output")" "5 completed 2"
-	assert_equal "$(blob_count processed-images)" 5
+	assert_equal "$(states)" "5 analyzed"
 	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
 }
 
@@ -110,7 +118,7 @@ processed_sums() {
 	wait "$pid" || st=$?
 	assert_equal "$st" 0
 	assert_equal "$(settled "$(cat "$BATS_TEST_TMPDIR/out")")" "3 completed 1"
-	assert_equal "$(blob_count processed-images)" 3
+	assert_equal "$(states)" "3 analyzed"
 	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
 }
 
@@ -126,7 +134,7 @@ processed_sums() {
 	assert_failure 78
 	assert_output ""
 	assert_equal "$(jq -r 'select(.event == "system_error") | .prog' <<<"$stderr" | sort -u | tr '\n' ' ')" "dq-analyze dq-worker "
-	assert_equal "$(dead_count) $(blob_count processed-images)" "0 0"
+	assert_equal "$(dead_count) $(states)" "0 3 pending"
 	# the messages come back when their leases run out
 	wait_for 10 leases_expired
 	run --separate-stderr dq-dequeue -n 10 -w 1
@@ -201,12 +209,6 @@ processed_sums() {
 	assert_equal "$(cat "$BATS_TEST_TMPDIR/out")" ""
 }
 
-# get_image ID: GET /api/v1/images/ID from dq-ingest run as a CGI program; the JSON body.
-get_image() {
-	GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET PATH_INFO="/images/$1" REMOTE_ADDR=127.0.0.1 \
-		DQ_INSECURE_NO_AUTH=1 DQ_STATE_DIR="$BATS_TEST_TMPDIR/state" dq-ingest 2>/dev/null | sed '1,/^\r$/d'
-}
-
 # redrive: the README's redrive of every dead-lettered message.
 redrive() {
 	dq-dequeue --dead-letter -n 100 -w 0 2>/dev/null | dq-enqueue --new-id 2>/dev/null | dq-dequeue --settle 2>/dev/null
@@ -228,7 +230,7 @@ dead_reasons() {
 	assert_failure 65
 	assert_equal "$(jq -r .settled <<<"$output")" dead-lettered
 	assert_equal "$(dead_reasons)" no_reference
-	assert_equal "$(get_image "$id" | jq -r '[.status, .error.code] | join(" ")')" "failed no_reference"
+	assert_equal "$(failure "$id" | jq -r '[.status, .error.code] | join(" ")')" "failed no_reference"
 	# redriven before the fix: analyzed again, failed again with the real reason
 	assert_equal "$(redrive | jq -r .settled)" completed
 	run --separate-stderr dq-worker --drain
@@ -244,11 +246,14 @@ dead_reasons() {
 	assert_equal "$(jq -r '[.stored.blob_name, .settled] | join(" ")' <<<"$output")" "$id.json completed"
 	assert_equal "$(dead_reasons)" ""
 	# the artifact answers for the image: GET, and --skip-existing whatever the message id
-	assert_equal "$(get_image "$id" | jq -r '.image_id + " " + (.defect_findings | has("severity") | tostring)')" "$id true"
+	assert_equal "$(artifact "$id" | jq -r '.image_id + " " + (.defect_findings | has("severity") | tostring)')" "$id true"
 	run --separate-stderr bash -c 'dq-put --stored "$1" | dq-analyze --skip-existing' _ "$id"
 	assert_equal "$(jq -r .skipped.reason <<<"$output")" processed
-	# and the history is kept, first failure first
-	assert_equal "$(jq -r '.failures | map(.error.code) | join(" ")' "$DQ_LOCAL_DIR/store/processed-images/$id.error.json")" "no_reference no_reference"
+	# and the history is kept, first failure first (no program prints a
+	# marker once an artifact answers: read in the local store's file)
+	if local_backend; then
+		assert_equal "$(local_marker "$id" | jq -r '.failures | map(.error.code) | join(" ")')" "no_reference no_reference"
+	fi
 	# run again, the redrive finds nothing
 	assert_equal "$(redrive)" ""
 }
@@ -270,7 +275,7 @@ dead_reasons() {
 	assert_success
 	assert_equal "$(jq -r '[.error.code // "none", .settled] | join(" ")' <<<"$output" | sort | uniq -c | sed 's/^ *//')" \
 		$'1 none completed\n2 shutdown dead-lettered'
-	assert_equal "$(find "$DQ_LOCAL_DIR/store/processed-images" -name '*.error.json' | wc -l)" 0
+	assert_equal "$(states)" "1 analyzed 2 pending"
 	assert_equal "$(dead_reasons | sort -u)" shutdown
 }
 
@@ -280,7 +285,7 @@ dead_reasons() {
 	worker_ok
 	local id
 	id=$(head -1 "$BATS_TEST_TMPDIR/sent" | jq -r .message.image_id)
-	cp "$DQ_LOCAL_DIR/store/processed-images/$id.json" "$BATS_TEST_TMPDIR/old.json"
+	artifact "$id" >"$BATS_TEST_TMPDIR/old.json"
 	# a plain resend of both is skipped; a reprocess request of one is not
 	dq-enqueue --new-id <"$BATS_TEST_TMPDIR/sent" >/dev/null 2>&1
 	run --separate-stderr bash -c 'dq-put --stored "$1" | dq-enqueue --reprocess' _ "$id"
@@ -297,8 +302,14 @@ dead_reasons() {
 	assert_equal "$(jq -r 'select(.skipped) | .message.image_id' <<<"$output" | sort -u | wc -l)" 2
 	assert_equal "$(jq -r 'select(.artifact) | .message.image_id' <<<"$output")" "$id"
 	assert_equal "$(log_events "$stderr" | grep -c '^analyzed$')" 1
-	cmp "$(find "$DQ_LOCAL_DIR/store/processed-images" -maxdepth 1 -name "$id.2*.json")" "$BATS_TEST_TMPDIR/old.json"
-	assert_equal "$(get_image "$id" | jq -r .timestamps.processed_at)" "$(jq -r 'select(.artifact) | .artifact.timestamps.processed_at' <<<"$output")"
+	local kept
+	kept=$(jq -r 'select(.event == "artifact_kept") | .blob' <<<"$stderr")
+	assert_regex "$kept" "^$id\.[0-9]{8}T[0-9]{9}Z\.json\$"
+	# byte for byte (no program reads a kept copy: read in the local store)
+	if local_backend; then
+		cmp "$(local_blob processed-images "$kept")" "$BATS_TEST_TMPDIR/old.json"
+	fi
+	assert_equal "$(artifact "$id" | jq -r .timestamps.processed_at)" "$(jq -r 'select(.artifact) | .artifact.timestamps.processed_at' <<<"$output")"
 	# the reprocess message delivered again is skipped: its request is done
 	run --separate-stderr bash -c 'jq -c "select(.artifact) | del(.artifact, .stored, .settled)" | dq-analyze --skip-existing' <<<"$output"
 	assert_equal "$(jq -r .skipped.reason <<<"$output")" processed
@@ -324,8 +335,12 @@ dead_reasons() {
 	export DQ_WORKER_GRACE_SECONDS=08 API_KEY=ops:S3CRET
 	run --separate-stderr dq-worker --print-config
 	assert_success
-	assert_equal "$(jq -c '[.program, .store.backend, .queue.dir, .analyzer.backend, .analyzer.reference_dir, .analyzer.cache_dir, .analyzer.credentials]' <<<"$output")" \
-		"[\"dq-worker\",\"local\",\"$DQ_LOCAL_DIR/queues/defect-jobs\",\"reference\",\"$DQ_REFERENCE_DIR\",\"$DQ_CACHE_DIR\",\"none (local)\"]"
+	assert_equal "$(jq -c '[.program, .store.backend, .analyzer.backend, .analyzer.reference_dir, .analyzer.cache_dir, .analyzer.credentials]' <<<"$output")" \
+		"[\"dq-worker\",\"$DQ_TEST_BACKEND\",\"reference\",\"$DQ_REFERENCE_DIR\",\"$DQ_CACHE_DIR\",\"none (local)\"]"
+	# where the local spool lives (only the local backends have a directory)
+	if local_backend; then
+		assert_equal "$(jq -r .queue.dir <<<"$output")" "$(local_spool)"
+	fi
 	assert_equal "$(jq -c '.variables | [.DQ_WORKER_GRACE_SECONDS, .WORKER_MAX_MESSAGES, has("API_KEY"), has("CORS_ORIGINS")]' <<<"$output")" \
 		'["08","10",false,false]'
 	[[ "$output" != *S3CRET* ]]
@@ -397,7 +412,7 @@ dead_reasons() {
 	assert_equal "$st" 75
 	grep -q '"event":"grace_over"' "$BATS_TEST_TMPDIR/err"
 	json_lines "$BATS_TEST_TMPDIR/err"
-	assert_equal "$(blob_count processed-images) $(locked_count)" "0 2"
+	assert_equal "$(states) $(locked_count)" "2 pending 2"
 }
 
 @test "a worker killed with SIGKILL leaves no run directory once the next one has started" {
@@ -417,10 +432,11 @@ dead_reasons() {
 }
 
 @test "a processed container the worker cannot write stops it at the preflight: 78, no delivery counted" {
+	local_only "a container's directory the worker's user cannot write"
 	users_setup
 	send 2
 	chmod -R a+rwX "$DQ_LOCAL_DIR/queues"
-	mkdir -m 755 "$DQ_LOCAL_DIR/store/processed-images"
+	mkdir -m 755 "$(local_container processed-images)"
 	# the worker's own cache: only the processed container is wrong
 	install -d -o "$DQ_WORK" "$BATS_TEST_TMPDIR/cache"
 	export DQ_CACHE_DIR=$BATS_TEST_TMPDIR/cache
@@ -433,6 +449,7 @@ dead_reasons() {
 }
 
 @test "a full disk stops the worker at the preflight with 69, no delivery counted" {
+	local_only "DQ_LOCAL_DIR on a small file system"
 	unshare -m mount -t tmpfs none /mnt 2>/dev/null || skip "needs a mount namespace for a small file system (unshare -m)"
 	mkdir -p "$DQ_LOCAL_DIR"
 	# shellcheck disable=SC2012
@@ -460,6 +477,7 @@ web() {
 }
 
 @test "the web server's user and the worker's user share one store and queue through a group" {
+	local_only "DQ_LOCAL_DIR shared through its group"
 	users_setup
 	# as an administrator would: the top directory in the shared group, setgid
 	mkdir -m 2770 "$DQ_LOCAL_DIR"
