@@ -3,17 +3,20 @@
 # prints the table of findings.
 
 load helpers
+load local # the demo keeps its own local store, and prints where
 
 @test "the demo runs to the end and prints a row per sample, defects found where they were drawn" {
 	dq_env
-	unset DQ_LOCAL_DIR DQ_POLL_MS
+	# the demo makes its own backends, whatever the suites run on
+	no_backend
+	unset DQ_POLL_MS
 	local d=$BATS_TEST_TMPDIR/demo
 	run --separate-stderr bash "$DQ_TOP/tools/demo.sh" "$d"
 	assert_success
 	assert_line --regexp '^== writing references and samples: dq-synth -s [0-9]+ -o '
 	assert_line --regexp '^   10 messages completed in [0-9]+ ms, worker exit status 0$'
 	assert_line --regexp '^IMAGE +DEFECT +TYPE +SEVERITY +BOXES +TRUE BOXES$'
-	assert_line "artifacts:       $d/store/processed-images/<image_id>.json"
+	assert_line "artifacts:       $(DQ_LOCAL_DIR=$d local_container processed-images)/<image_id>.json"
 	# one row per sample, and its verdict agrees with the truth file
 	local f want row
 	while IFS=$'\t' read -r f want; do
@@ -25,7 +28,7 @@ load helpers
 		fi
 	done < <(jq -r '[.file, .defect] | @tsv' "$d/data/truth.jsonl")
 	assert_equal "$(jq -s length "$d/data/truth.jsonl")" 10
-	assert_equal "$(DQ_LOCAL_DIR=$d blob_count processed-images)" 10
+	assert_equal "$(DQ_LOCAL_DIR=$d analyzed_count)" 10
 	assert_equal "$(find "$d/annotated" -name '*.png' | wc -l)" 10
 	# nothing left on the queue
 	DQ_LOCAL_DIR=$d run --separate-stderr dq-dequeue -n 10 -w 0

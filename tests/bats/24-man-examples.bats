@@ -21,7 +21,7 @@ examples() {
 	# the chipped knife from a terminal, then two messages settled
 	assert_line --regexp '^\{"defect_detected":true,"defect_type":"[a-z_]+","severity":"(minor|major|critical)"'
 	assert_equal "$(grep -c '"settled":"completed"' <<<"$output")" 2
-	assert_equal "$(blob_count processed-images)" 2
+	assert_equal "$(analyzed_count)" 2
 	assert_equal "$(ready_count) $(locked_count)" "0 0"
 }
 
@@ -30,7 +30,7 @@ examples() {
 	assert_success
 	# dq-synth's summary, then the worker's two settled records
 	assert_equal "$(grep '^\[' <<<"$output" | jq -r '.[1]' | sort | uniq -c | sed 's/^ *//')" "2 completed"
-	assert_equal "$(blob_count processed-images)" 2
+	assert_equal "$(analyzed_count)" 2
 }
 
 @test "dq-synth(1) examples run" {

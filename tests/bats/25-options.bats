@@ -6,13 +6,12 @@ load helpers
 
 setup() {
 	dq_env
-	dq-synth -s 25 -o "$BATS_TEST_TMPDIR/s" -W 160 -H 120 --refs 2 --good 1 --defects 0 >/dev/null 2>&1
-	export DQ_REFERENCE_DIR=$BATS_TEST_TMPDIR/s/reference DQ_CACHE_DIR=$BATS_TEST_TMPDIR/cache
+	reference_setup 25 -W 160 -H 120 --refs 2 --good 1 --defects 0
 }
 
 @test "--annotate DIR makes the directory when it is missing" {
 	local dir=$BATS_TEST_TMPDIR/new/ann
-	run --separate-stderr dq-analyze --sku WK-KN-200 --annotate "$dir" "$BATS_TEST_TMPDIR/s/samples/good-001.jpg"
+	run --separate-stderr dq-analyze --sku WK-KN-200 --annotate "$dir" "$S/samples/good-001.jpg"
 	assert_success
 	assert_equal "$(jq -r .annotation <<<"$output")" "$dir/good-001.png"
 	assert_equal "$(head -c 8 "$dir/good-001.png" | od -An -tx1 | tr -d ' ')" 89504e470d0a1a0a
@@ -20,11 +19,11 @@ setup() {
 
 @test "--annotate on a file or where no directory can be made is a usage error that names it" {
 	touch "$BATS_TEST_TMPDIR/file"
-	run --separate-stderr dq-analyze --sku WK-KN-200 --annotate "$BATS_TEST_TMPDIR/file" "$BATS_TEST_TMPDIR/s/samples/good-001.jpg"
+	run --separate-stderr dq-analyze --sku WK-KN-200 --annotate "$BATS_TEST_TMPDIR/file" "$S/samples/good-001.jpg"
 	assert_failure 64
 	assert_output ""
 	assert_equal "$(head -1 <<<"$stderr")" "dq-analyze: --annotate $BATS_TEST_TMPDIR/file: not a directory"
-	run --separate-stderr dq-analyze --sku WK-KN-200 --annotate "$BATS_TEST_TMPDIR/file/sub" "$BATS_TEST_TMPDIR/s/samples/good-001.jpg"
+	run --separate-stderr dq-analyze --sku WK-KN-200 --annotate "$BATS_TEST_TMPDIR/file/sub" "$S/samples/good-001.jpg"
 	assert_failure 64
 	assert_equal "$(head -1 <<<"$stderr")" "dq-analyze: --annotate $BATS_TEST_TMPDIR/file/sub: Not a directory"
 }
@@ -36,5 +35,5 @@ setup() {
 		assert_output ""
 		assert_regex "$(head -1 <<<"$stderr")" '^dq-put: --extra (must be a JSON object|is not valid JSON: .+)$'
 	done
-	assert_equal "$(blob_count raw-images)" 0
+	assert_equal "$(raw_count)" 0
 }
