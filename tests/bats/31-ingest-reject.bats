@@ -264,9 +264,9 @@ post_body() {
 	assert_output 202
 	local id
 	id=$(jq -r .image_id "$BODY")
-	[ -f "$DQ_LOCAL_DIR/store/raw-images/$id.jpg" ]
+	raw_holds "$id" "$JPG"
 	assert_equal "$(find "$BATS_TEST_TMPDIR" -name 'escape*' | wc -l)" 0
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 }
 
 @test "a GET path that is not a canonical UUID: 404" {

@@ -36,7 +36,7 @@ count_code() {
 	lighttpd_start cgi
 	upload_many 50
 	assert_equal "$(count_code 202)" 50
-	assert_equal "$(blob_count raw-images)" 50
+	assert_equal "$(raw_count)" 50
 	assert_equal "$(ready_count)" 50
 	# fifty distinct ids, each with its image and one message
 	assert_equal "$(cat "$BATS_TEST_TMPDIR"/out/*.body | jq -r .image_id | sort -u | wc -l)" 50
@@ -61,7 +61,7 @@ count_code() {
 		assert_equal "$(jq -r .error.code "${f%.code}.body")" rate_limited
 	done
 	# what was refused stored nothing
-	assert_equal "$(blob_count raw-images)" "$ok"
+	assert_equal "$(raw_count)" "$ok"
 	assert_equal "$(ready_count)" "$ok"
 	# the other key has its own bucket
 	run --separate-stderr req -H "X-API-Key: $API_KEY_OPS" -F "image=@$BATS_TEST_TMPDIR/out/1.jpeg" \

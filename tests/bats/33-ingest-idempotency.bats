@@ -4,6 +4,7 @@
 
 load helpers
 load ingest
+load local # the store or queue down: files put where their directories go
 
 setup() {
 	ingest_env
@@ -38,7 +39,7 @@ idem_id() {
 	assert_output 202
 	assert_json_equal "$(cat "$BODY")" "$first"
 	assert_equal "$(header Location)" "/api/v1/images/$(idem_id order-17)"
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 	assert_equal "$(ready_count)" 1
 }
 
@@ -53,7 +54,7 @@ idem_id() {
 	assert_error 422 idempotency_key_reused
 	run --separate-stderr post_multipart "$JPG" -H "Idempotency-Key: order-18" -F 'metadata={"other":1}'
 	assert_error 422 idempotency_key_reused
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 	assert_equal "$(ready_count)" 1
 }
 
@@ -93,54 +94,56 @@ idem_id() {
 	# The spool's tmp directory replaced by a file: open works, send fails.
 	run --separate-stderr post_multipart "$JPG"
 	assert_output 202
+	local_only "a file where the spool's tmp directory goes"
 	dq-dequeue -w 0 >/dev/null
-	rm -rf "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
-	touch "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
+	rm -rf "$(local_spool)/tmp"
+	touch "$(local_spool)/tmp"
 	run --separate-stderr post_multipart "$JPG2"
 	assert_error 503 unavailable
 	[[ "$(header Retry-After)" =~ ^[1-9][0-9]*$ ]]
-	assert_equal "$(blob_count raw-images)" 1
-	rm "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
-	mkdir "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
+	assert_equal "$(raw_count)" 1
+	rm "$(local_spool)/tmp"
+	mkdir "$(local_spool)/tmp"
 	run --separate-stderr post_multipart "$JPG2"
 	assert_output 202
-	assert_equal "$(blob_count raw-images)" 2
+	assert_equal "$(raw_count)" 2
 	assert_equal "$(ready_count)" 1
 }
 
 @test "the queue down with an Idempotency-Key: 503, then the retry is accepted under the same id" {
-	rm -rf "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
-	mkdir -p "$DQ_LOCAL_DIR/queues/defect-jobs"
-	touch "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
+	local_only "a file where the spool's tmp directory goes"
+	mkdir -p "$(local_spool)"
+	touch "$(local_spool)/tmp"
 	run --separate-stderr post_multipart "$JPG" -H "Idempotency-Key: order-21"
 	assert_error 503 unavailable
 	assert_nothing_stored
-	rm "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
+	rm "$(local_spool)/tmp"
 	run --separate-stderr post_multipart "$JPG" -H "Idempotency-Key: order-21"
 	assert_output 202
 	assert_equal "$(jq -r .image_id "$BODY")" "$(idem_id order-21)"
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 	assert_equal "$(ready_count)" 1
 }
 
 @test "the store down: 503 with Retry-After, nothing queued; the retry succeeds" {
+	local_only "a file where the store's directory goes"
 	mkdir -p "$DQ_LOCAL_DIR"
-	touch "$DQ_LOCAL_DIR/store"
+	touch "$(local_store_dir)"
 	run --separate-stderr post_raw "$JPG" image/jpeg
 	assert_error 503 unavailable
 	[[ "$(header Retry-After)" =~ ^[1-9][0-9]*$ ]]
 	assert_equal "$(ready_count)" 0
-	rm "$DQ_LOCAL_DIR/store"
+	rm "$(local_store_dir)"
 	run --separate-stderr post_raw "$JPG" image/jpeg
 	assert_output 202
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 	assert_equal "$(ready_count)" 1
 }
 
 @test "GET with the store down: 503" {
-	mkdir -p "$DQ_LOCAL_DIR/store/processed-images"
+	local_only "a directory where an artifact's file goes"
 	# a directory where the artifact should be: unreadable as a blob
-	mkdir "$DQ_LOCAL_DIR/store/processed-images/0b8f3c52-6a55-4bd6-9a6e-3b1f7d2c9e10.json"
+	mkdir -p "$(local_blob processed-images 0b8f3c52-6a55-4bd6-9a6e-3b1f7d2c9e10.json)"
 	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" "$BASE/images/0b8f3c52-6a55-4bd6-9a6e-3b1f7d2c9e10"
 	assert_error 503 unavailable
 }
@@ -200,11 +203,12 @@ reference_for() {
 	local id
 	id=$(idem_id order-31)
 	# The metadata cannot be written, as on a full disk: a directory where it goes.
-	mkdir -p "$DQ_LOCAL_DIR/store/raw-images/.meta/$id.jpg.json"
+	local_only "a directory where a metadata file goes"
+	mkdir -p "$(local_meta raw-images "$id.jpg")"
 	run --separate-stderr post_multipart "$JPG" -H "Idempotency-Key: order-31"
 	assert_error 503 unavailable
 	assert_equal "$(ready_count)" 0
-	rmdir "$DQ_LOCAL_DIR/store/raw-images/.meta/$id.jpg.json"
+	rmdir "$(local_meta raw-images "$id.jpg")"
 	run --separate-stderr post_multipart "$JPG" -H "Idempotency-Key: order-31"
 	assert_output 202
 	assert_equal "$(jq -r .image_id "$BODY")" "$id"
@@ -228,7 +232,7 @@ reference_for() {
 	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" -H "Idempotency-Key: order-31" -F "image=@$JPG;filename=other.jpg" \
 		-F product_sku=WK-KN-200 -F facility=yangjiang "$BASE/ingest"
 	assert_error 422 idempotency_key_reused
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 }
 
 @test "two bare-secret callers with the same Idempotency-Key are two callers" {
@@ -253,10 +257,18 @@ reference_for() {
 		-F product_sku=WK-KN-200 -F facility=yangjiang "$BASE/ingest"
 	assert_output 202
 	[ "$(jq -r .image_id "$BODY")" != "$a" ]
-	assert_equal "$(blob_count raw-images)" 3
+	assert_equal "$(raw_count)" 3
 	# the identity is derived, never the secret: not in the state, the log, the store
-	run grep -rlF -e bare-secret-one -e bare-secret-two "$DQ_STATE_DIR" "$DQ_LOCAL_DIR" "$BATS_TEST_TMPDIR/lighttpd/error.log"
+	run grep -rlF -e bare-secret-one -e bare-secret-two "$DQ_STATE_DIR" "$BATS_TEST_TMPDIR/lighttpd/error.log"
 	assert_output ""
+	# the messages and the stored images' metadata, as the programs print them
+	run grep -cF -e bare-secret-one -e bare-secret-two <<<"$(peek_all; dq-put --stored --all 2>/dev/null)"
+	assert_output 0
+	# and every file of the local store and spool
+	if local_backend; then
+		run grep -rlF -e bare-secret-one -e bare-secret-two "$DQ_LOCAL_DIR"
+		assert_output ""
+	fi
 }
 
 @test "a bare-secret caller's identity is key: and an HMAC of its secret, so its ids can be told in advance" {

@@ -62,7 +62,7 @@ UUID=0b8f3c52-6a55-4bd6-9a6e-3b1f7d2c9e10
 	f=$(fixture a.jpg jpeg 64 48)
 	run --separate-stderr post_multipart "$f" -H "Proxy: http://127.0.0.1:9/"
 	assert_output 202
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 	assert_equal "$(ready_count)" 1
 	# lighttpd already withholds it from CGI; dq-ingest drops it as well
 	# where a server passes it (35-ingest-cgi-direct.bats)

@@ -85,7 +85,7 @@ body() {
 	run --separate-stderr cgi POST /ingest CONTENT_TYPE=image/jpeg CONTENT_LENGTH="$LEN" QUERY_STRING="$Q" <"$JPG"
 	assert_success
 	assert_equal "$(cgi_status <<<"$output")" 202
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 }
 
 @test "a bare secret in API_KEY, and rotation: every entry is accepted" {
@@ -157,7 +157,7 @@ body() {
 		CONTENT_LENGTH="$LEN" QUERY_STRING="$Q" "$INGEST_CGI" <"$JPG"
 	assert_success
 	assert_equal "$(cgi_status <<<"$output")" 202
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 }
 
 @test "a path with control bytes or bad UTF-8 still gets its full log line, made printable" {

@@ -4,6 +4,7 @@
 
 load helpers
 load ingest
+load local # the queue down: a file where the spool's tmp directory goes
 
 setup() {
 	ingest_env
@@ -28,15 +29,17 @@ fcgi_pid() {
 		run --separate-stderr post_multipart "$f"
 		assert_output 202
 		id=$(jq -r .image_id "$BODY")
-		cmp "$f" "$DQ_LOCAL_DIR/store/raw-images/$id.$ext"
+		raw_holds "$id" "$f"
+		assert_equal "$(dq-put --stored "$id" 2>/dev/null | jq -r .message.metadata.source_blob.blob_name)" "$id.$ext"
 		f=$(fixture "b.$t" "$t" 64 48 "$((n + 100))")
 		run --separate-stderr post_raw "$f" "image/$t"
 		assert_output 202
 		id=$(jq -r .image_id "$BODY")
-		cmp "$f" "$DQ_LOCAL_DIR/store/raw-images/$id.$ext"
+		raw_holds "$id" "$f"
+		assert_equal "$(dq-put --stored "$id" 2>/dev/null | jq -r .message.metadata.source_blob.blob_name)" "$id.$ext"
 		n=$((n + 1))
 	done
-	assert_equal "$(blob_count raw-images)" 6
+	assert_equal "$(raw_count)" 6
 	assert_equal "$(ready_count)" 6
 	run --separate-stderr req -H "X-API-Key: $API_KEY_CAM" "$BASE/images/$id"
 	assert_output 202
@@ -102,7 +105,7 @@ fcgi_pid() {
 	assert_error 422 idempotency_key_reused
 	run --separate-stderr post_multipart "$f"
 	assert_error 429 rate_limited
-	assert_equal "$(blob_count raw-images)" 1
+	assert_equal "$(raw_count)" 1
 }
 
 @test "FastCGI: memory stays flat over many requests" {
@@ -162,16 +165,17 @@ fcgi_pid() {
 	run --separate-stderr post_raw "$f" image/jpeg
 	assert_output 202
 	pid=$(fcgi_pid)
+	local_only "a file where the spool's tmp directory goes"
 	dq-dequeue -w 0 >/dev/null
-	rm -rf "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
-	touch "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
+	rm -rf "$(local_spool)/tmp"
+	touch "$(local_spool)/tmp"
 	run --separate-stderr post_raw "$(fixture b.jpg jpeg 64 48 2)" image/jpeg
 	assert_error 503 unavailable
-	assert_equal "$(blob_count raw-images)" 1
-	rm "$DQ_LOCAL_DIR/queues/defect-jobs/tmp"
+	assert_equal "$(raw_count)" 1
+	rm "$(local_spool)/tmp"
 	run --separate-stderr post_raw "$BATS_TEST_TMPDIR/b.jpg" image/jpeg
 	assert_output 202
 	assert_equal "$(fcgi_pid)" "$pid"
-	assert_equal "$(blob_count raw-images)" 2
+	assert_equal "$(raw_count)" 2
 	assert_equal "$(ready_count)" 1
 }

@@ -46,7 +46,7 @@ run_examples() {
 	assert_success
 	# the form and the raw upload are accepted; the made-up id is unknown
 	assert_output "$(printf '202\n202\n404')"
-	assert_equal "$(blob_count raw-images)" 2
+	assert_equal "$(raw_count)" 2
 	run --separate-stderr dq-dequeue -n 2 -w 0
 	assert_equal "$(jq -c 'select(.message.metadata.extra != {}) | .message.metadata.extra' <<<"$output")" '{"line":"L3"}'
 }

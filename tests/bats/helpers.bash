@@ -38,6 +38,14 @@ backend_env() {
 	esac
 }
 
+# backend_vars: the backends' variables as VAR=value lines, for an
+# environment file (dq-ingest's).
+backend_vars() {
+	case $DQ_TEST_BACKEND in
+	local) echo "DQ_LOCAL_DIR=$DQ_LOCAL_DIR" ;;
+	esac
+}
+
 # Every test starts from the embedded default and nothing else.
 dq_env() {
 	unset AZURE_STORAGE_CONNECTION_STRING AZURE_STORAGE_ACCOUNT \

@@ -17,7 +17,7 @@ ingest_env() {
 	export INGEST_ENV="$BATS_TEST_TMPDIR/env"
 	export API_KEY_CAM=s3cret-cam API_KEY_OPS=s3cret-ops
 	{
-		echo "DQ_LOCAL_DIR=$DQ_LOCAL_DIR"
+		backend_vars
 		echo "DQ_STATE_DIR=$DQ_STATE_DIR"
 		echo "DQ_LOG_FORMAT=json"
 		echo "TMPDIR=$BATS_TEST_TMPDIR"
@@ -149,7 +149,7 @@ assert_error() {
 
 # assert_nothing_stored: no raw image, no message.
 assert_nothing_stored() {
-	assert_equal "$(blob_count raw-images)" 0
+	assert_equal "$(raw_count)" 0
 	assert_equal "$(ready_count)" 0
 }
 
