@@ -4,15 +4,11 @@
 # nothing is dead-lettered, and the queue ends empty.
 
 load ../bats/helpers
-
-setup_file() {
-	dq-synth -s 2101 -o "$BATS_FILE_TMPDIR/s" -W 320 -H 240 --refs 3 --good 16 --defects 4 >/dev/null 2>&1
-}
+load ../bats/local # a failure marker beside an artifact is seen in its file only
 
 setup() {
 	dq_env
-	S=$BATS_FILE_TMPDIR/s
-	export DQ_ANALYZER=reference DQ_REFERENCE_DIR=$S/reference DQ_CACHE_DIR=$BATS_FILE_TMPDIR/cache
+	reference_setup 2101 -W 320 -H 240 --refs 3 --good 16 --defects 4
 	export DQ_WORKER_WAIT_SECONDS=0.5 DQ_LOCK_SECONDS=2 WORKER_MAX_MESSAGES=5
 	export DQ_TEST_ANALYZE_DELAY_MS=150 DQ_WORKER_GRACE_SECONDS=20
 	export TMPDIR=$BATS_TEST_TMPDIR/tmp
@@ -48,11 +44,11 @@ start_worker() {
 	local k=0
 	for i in 1 2 1 2; do
 		k=$((k + 1))
-		wait_for 120 at_least $((n * k / 6)) blob_count processed-images
+		wait_for 120 at_least $((n * k / 6)) analyzed_count
 		kill -KILL -- -"${PIDS[$i]}"
 		start_worker $i
 	done
-	wait_for 300 count_is "$n" blob_count processed-images
+	wait_for 300 count_is "$n" analyzed_count
 	for i in 0 1 2; do kill -TERM "${PIDS[$i]}"; done
 	local st
 	for i in 0 1 2; do
@@ -64,10 +60,15 @@ start_worker() {
 	# the killed workers' messages come back after their leases
 	run --separate-stderr dq-worker --drain
 	assert_success
-	assert_equal "$(blob_count processed-images)" "$n"
+	assert_equal "$(analyzed_count)" "$n"
 	assert_equal "$(ready_count) $(locked_count)" "0 0"
-	assert_equal "$(find "$DQ_LOCAL_DIR/queues/defect-jobs/dead" -type f | wc -l)" 0
-	refute [ -n "$(find "$DQ_LOCAL_DIR/store/processed-images" -name '*.error.json')" ]
+	assert_equal "$(dead_count)" 0
+	# no failure marker: none logged, and (GET shows the artifact, not a
+	# marker beside it) none in the local store's files
+	refute [ -n "$(cat "$BATS_TEST_TMPDIR"/err.* - <<<"$stderr" | grep '"event":"failure_marker"')" ]
+	if local_backend; then
+		assert_equal "$(local_blob_count processed-images)" "$n"
+	fi
 	# the killed workers' run directories went with the later starts
 	assert_equal "$(find "$TMPDIR" -mindepth 1 -maxdepth 1 -name 'dq-worker.*' | wc -l)" 0
 }
