@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# dq-enqueue and dq-dequeue on the local spool: receive, settle, poison,
+# dq-enqueue and dq-dequeue over the queue of DQ_TEST_BACKEND: receive, settle, poison,
 # duplicates, redrive, lost receivers and concurrent receivers.
 
 load helpers

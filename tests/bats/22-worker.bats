@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# dq-worker: the whole job on the local spool and store.  What is
+# dq-worker: the whole job on the backends of DQ_TEST_BACKEND.  What is
 # received is settled, nothing is lost, nothing is analyzed twice, and a
 # system error stops the worker without dead-lettering anything.
 

@@ -10,7 +10,6 @@ load helpers
 load ingest
 
 setup_file() {
-	dq-synth -s 38 -o "$BATS_FILE_TMPDIR/s" -W 160 -H 120 --refs 2 --good 1 --defects 0 >/dev/null 2>&1
 	# over 1 MB: two JPEGs (comment segments), one over DQ_MAX_IMAGE_BYTES
 	"$PYTHON" "$MKIMAGE" jpeg 64 48 1 1300000 >"$BATS_FILE_TMPDIR/big.jpg"
 	"$PYTHON" "$MKIMAGE" jpeg 64 48 2 1300000 >"$BATS_FILE_TMPDIR/big2.jpg"
@@ -22,8 +21,8 @@ setup() {
 	SRV=$BATS_TEST_TMPDIR/srv
 	mkdir -p "$SRV/www" "$SRV/tmp" "$SRV/apache"
 	ingest_env DQ_MAX_IMAGE_BYTES=2097152 CORS_ORIGINS=https://app.example TMPDIR="$SRV/tmp"
-	export DQ_ANALYZER=reference DQ_REFERENCE_DIR=$BATS_FILE_TMPDIR/s/reference \
-		DQ_CACHE_DIR=$BATS_FILE_TMPDIR/cache DQ_WORKER_WAIT_SECONDS=0.2
+	reference_setup 38 -W 160 -H 120 --refs 2 --good 1 --defects 0
+	export DQ_WORKER_WAIT_SECONDS=0.2
 	SERVER_PIDS=()
 	server_user_setup
 }
@@ -244,7 +243,7 @@ logged_all() {
 # MOUNT, its request log lines in LOG.
 serves() {
 	local mount=$1 log=$2 id raw sample
-	sample=$(echo "$BATS_FILE_TMPDIR"/s/samples/good-*.jpg)
+	sample=$(echo "$S"/samples/good-*.jpg)
 	: >"$BATS_TEST_TMPDIR/answered"
 
 	# a form; Location where the server mounted the program; a real artifact

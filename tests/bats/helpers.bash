@@ -236,3 +236,15 @@ no_backend() {
 	unset DQ_LOCAL_DIR AZURE_STORAGE_CONNECTION_STRING AZURE_STORAGE_ACCOUNT \
 		AZURE_SERVICEBUS_CONNECTION_STRING AZURE_SERVICEBUS_NAMESPACE
 }
+
+# blob_count [CONTAINER]: for suites written before raw_count and
+# analyzed_count, which say what they count: raw images in the raw
+# container, images with an artifact in the processed one (a failure
+# marker or a kept copy is not counted: local_blob_count counts files).
+blob_count() {
+	case ${1:-raw-images} in
+	raw-images) raw_count ;;
+	processed-images) analyzed_count ;;
+	*) echo "blob_count: no count of container $1" >&2; return 1 ;;
+	esac
+}
