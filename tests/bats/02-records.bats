@@ -121,3 +121,11 @@ setup() {
 	assert_equal "$(jq -r 'select(.event == "malformed") | "\(.line) \(.msg)"' <<<"$stderr")" "1 <stdin>:1: malformed record: line longer than 16 MiB"
 	assert_equal "$(jq -r .enqueued.queue <<<"$output")" defect-jobs
 }
+
+@test "an unknown DQ_TEST_BACKEND fails every test at its set-up, naming the backends there are" {
+	DQ_TEST_BACKEND=nope run --separate-stderr bats "$BATS_TEST_DIRNAME/25-options.bats"
+	assert_failure
+	assert_equal "$(grep -c '^not ok' <<<"$output") $(grep -c '^ok' <<<"$output")" "3 0"
+	assert_equal "$(grep -c '# DQ_TEST_BACKEND=nope: no such test backend; the suites run on: local$' <<<"$output")" 3
+	assert_equal "$(grep -c "\`dq_env' failed" <<<"$output")" 3
+}

@@ -27,6 +27,9 @@ export DQ_TEST_BACKEND
 # backend_env: fresh, empty backends for this test, as DQ_TEST_BACKEND says.
 # A backend added here (azure: Azurite and a Service Bus fake) is set up
 # here only; a test never names a backend's variables but to unset them.
+# Tests set the queue's timings per test (DQ_LOCK_SECONDS for a lease,
+# DQ_DUPLICATE_WINDOW_SECONDS, WORKER_MAX_DELIVERY_ATTEMPTS): a backend
+# added here honours them (the fake's entity settings) or those tests skip.
 backend_env() {
 	case $DQ_TEST_BACKEND in
 	local)
