@@ -43,11 +43,6 @@ local_blob_count() {
 	find "$DQ_LOCAL_DIR/store/${1:-raw-images}" -type f -not -path '*/.*' 2>/dev/null | wc -l
 }
 
-# local_lease_files [QUEUE]: the files of the spool's leases.
-local_lease_files() {
-	find "$DQ_LOCAL_DIR/queues/${1:-defect-jobs}/locked" -type f 2>/dev/null | wc -l
-}
-
 # local_store_dir: the local store's directory.
 local_store_dir() {
 	echo "$DQ_LOCAL_DIR/store"
