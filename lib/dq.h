@@ -105,9 +105,6 @@ int dq_parse_rfc3339(const char *s, time_t *t);
 /* RFC 3339 UTC with milliseconds ("...T10:00:00.123Z"): buf of at least 25. */
 void dq_rfc3339_ms(int64_t ms, char buf[static 25]);
 int dq_parse_rfc3339_ms(const char *s, int64_t *ms);
-void dq_sha256_hex(const void *data, size_t len, char hex[static 65]);
-/* Constant-time comparison of two byte strings (lengths may differ). */
-int dq_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 void dq_sleep_ms(int64_t ms);
 
 /* cli.c: what every program does at start. */
@@ -141,7 +138,15 @@ int dq_each_record(void (*fn)(json_t *rec, void *arg), void *arg);
 enum { DQ_CHECK_STORE = 1, DQ_CHECK_RAW = 2, DQ_CHECK_PROCESSED = 4 };
 _Noreturn void dq_cli_check(int store, int queue, const char *qname);
 
-/* id.c */
+/* digest.c: hashes, OpenSSL's algorithms fetched once, on the first use. */
+typedef struct evp_md_st EVP_MD;
+const EVP_MD *dq_md_sha256(void);
+const EVP_MD *dq_md_sha1(void);
+void dq_sha256_hex(const void *data, size_t len, char hex[static 65]);
+/* Constant-time comparison of two byte strings (lengths may differ). */
+int dq_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+
+/* id.c: a random id costs no system call (getrandom fills a buffer). */
 void dq_uuid_new(char out[static 37]);			/* random, v4 */
 void dq_uuid_v5(const char *ns_uuid, const char *name, char out[static 37]);
 int dq_uuid_valid(const char *s);			/* canonical lowercase 8-4-4-4-12 */
@@ -403,9 +408,11 @@ struct dq_put_result {
 struct dq_store;
 struct dq_store_ops {
 	const char *name;
-	/* Create-only or replace; the backend does the atomic part. */
+	/* Create-only or replace; the backend does the atomic part.  sha256:
+	 * the content's hash (hex) when the caller has it, so the backend
+	 * need not hash it again (for its ETag, a checksum header); or NULL. */
 	int (*put)(struct dq_store *, const char *container, const char *name,
-	    const void *data, size_t len, const char *content_type,
+	    const void *data, size_t len, const char *sha256, const char *content_type,
 	    json_t *metadata, enum dq_put_mode, struct dq_put_result *, struct dq_err *);
 	/* 1 found (*data malloc'd, *metadata new ref when asked), 0 absent, -1 error. */
 	int (*get)(struct dq_store *, const char *container, const char *name,
@@ -445,6 +452,10 @@ void dq_store_close(struct dq_store *);
 int dq_store_put(struct dq_store *, const char *container, const char *name,
     const void *data, size_t len, const char *content_type, json_t *metadata,
     enum dq_put_mode, struct dq_put_result *, struct dq_err *);
+/* put, with the content's SHA-256 (hex) that the caller already has. */
+int dq_store_put_hashed(struct dq_store *, const char *container, const char *name,
+    const void *data, size_t len, const char *sha256, const char *content_type,
+    json_t *metadata, enum dq_put_mode, struct dq_put_result *, struct dq_err *);
 int dq_store_get(struct dq_store *, const char *container, const char *name,
     unsigned char **data, size_t *len, json_t **metadata, struct dq_err *);
 int dq_store_exists(struct dq_store *, const char *container, const char *name,

@@ -98,8 +98,8 @@ settle_existing(struct dq_store *s, struct dq_raw *r, json_t *meta, struct dq_er
 		goto out;
 	}
 	/* A first attempt that stopped between the image and its metadata. */
-	if (dq_store_put(s, dq_cfg.raw_container, r->blob, r->data, r->len,
-	    dq_image_mime(r->info.type), meta, DQ_PUT_REPLACE, &pr, err) < 0)
+	if (dq_store_put_hashed(s, dq_cfg.raw_container, r->blob, r->data, r->len,
+	    r->sha256, dq_image_mime(r->info.type), meta, DQ_PUT_REPLACE, &pr, err) < 0)
 		goto out;
 	snprintf(r->etag, sizeof r->etag, "%s", pr.etag);
 	r->repaired = 1;
@@ -140,8 +140,9 @@ dq_raw_store(struct dq_store *s, struct dq_raw *r, const char *id, struct dq_err
 	    r->extra ? json_deep_copy(r->extra) : NULL, dq_cfg.raw_container, &r->info,
 	    r->len, r->sha256, dq_file_name(r->file_name, fname) ? fname : NULL);
 	meta = dq_message_to_metadata(r->msg);
-	if (dq_store_put(s, dq_cfg.raw_container, r->blob, r->data, r->len,
-	    dq_image_mime(r->info.type), meta, DQ_PUT_CREATE, &pr, err) < 0) {
+	/* Hashed once, by dq_raw_prepare: the store takes the hash along. */
+	if (dq_store_put_hashed(s, dq_cfg.raw_container, r->blob, r->data, r->len,
+	    r->sha256, dq_image_mime(r->info.type), meta, DQ_PUT_CREATE, &pr, err) < 0) {
 		/* The image may be written without its metadata.  A random id
 		 * cannot be retried, so nothing could ever complete it. */
 		if (random_id) {

@@ -446,27 +446,3 @@ dq_parse_rfc3339(const char *s, time_t *t)
 	*t = (time_t)(ms / 1000);
 	return 0;
 }
-
-void
-dq_sha256_hex(const void *data, size_t len, char hex[static 65])
-{
-	unsigned char md[32];
-	unsigned int mdlen = 0;
-
-	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
-	for (int i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-}
-
-int
-dq_ct_equal(const void *a, size_t alen, const void *b, size_t blen)
-{
-	/* Hash both sides first: the comparison then takes the same time
-	 * whatever the lengths and wherever they first differ. */
-	unsigned char ha[32], hb[32];
-	unsigned int n;
-
-	EVP_Digest(a, alen, ha, &n, EVP_sha256(), NULL);
-	EVP_Digest(b, blen, hb, &n, EVP_sha256(), NULL);
-	return CRYPTO_memcmp(ha, hb, sizeof ha) == 0 && alen == blen;
-}

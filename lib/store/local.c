@@ -5,9 +5,15 @@
  * Create-only puts write a temporary file in .tmp/, fsync it and link(2)
  * it to the final name: link fails with EEXIST when the blob exists, so
  * exactly one writer wins, and a reader never sees half a blob.  The
- * metadata follows by atomic rename; a writer killed between the two
- * leaves a blob without metadata, which the next put of the same bytes
- * repairs (dq_raw_store).
+ * container directory is fsynced after the link (or the rename of a
+ * replacing put) before the put returns: a queue message may name the
+ * blob as soon as it does, and without the directory's sync a crash could
+ * lose the name while the message survives.  The metadata follows by
+ * atomic rename; a writer killed between the two leaves a blob without
+ * metadata, which the next put of the same bytes repairs (dq_raw_store).
+ *
+ * The directories of a container are made by the first put that finds
+ * them missing (its open fails with ENOENT), not checked on every put.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -60,6 +66,7 @@ path_of(struct dq_store *s, char *buf, size_t n, const char *container,
 	return 0;
 }
 
+/* After an open that failed with ENOENT: make the container's directories. */
 static int
 ensure_dirs(struct dq_store *s, const char *container, struct dq_err *err)
 {
@@ -76,34 +83,73 @@ ensure_dirs(struct dq_store *s, const char *container, struct dq_err *err)
 	return 0;
 }
 
+/* The ETag: from the content's SHA-256, given or computed here. */
 static void
-etag_of(const void *data, size_t len, char etag[80])
+etag_of(const void *data, size_t len, const char *sha256, char etag[80])
 {
 	char hex[65];
 
-	dq_sha256_hex(data, len, hex);
-	snprintf(etag, 80, "\"0x%.16s\"", hex);
+	if (!sha256) {
+		dq_sha256_hex(data, len, hex);
+		sha256 = hex;
+	}
+	snprintf(etag, 80, "\"0x%.16s\"", sha256);
+}
+
+/* Create path for writing, making the container's directories if missing. */
+static int
+create_tmp(struct dq_store *s, const char *container, const char *path,
+    struct dq_err *err)
+{
+	int fd;
+
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666)) < 0 &&
+	    errno == ENOENT) {
+		if (ensure_dirs(s, container, err) < 0)
+			return -1;
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+	}
+	if (fd < 0)
+		sys_err(err, "create", path);
+	return fd;
+}
+
+/* The metadata sidecar, making .meta/ if missing. */
+static int
+write_meta(struct dq_store *s, const char *container, const char *path,
+    const char *text, struct dq_err *err)
+{
+	if (dq_write_atomic(path, text, strlen(text), 0666) == 0)
+		return 0;
+	if (errno == ENOENT) {
+		if (ensure_dirs(s, container, err) < 0)
+			return -1;
+		if (dq_write_atomic(path, text, strlen(text), 0666) == 0)
+			return 0;
+	}
+	return sys_err(err, "write", path);
 }
 
 static int
 local_put(struct dq_store *s, const char *container, const char *name,
-    const void *data, size_t len, const char *content_type, json_t *metadata,
-    enum dq_put_mode mode, struct dq_put_result *res, struct dq_err *err)
+    const void *data, size_t len, const char *sha256, const char *content_type,
+    json_t *metadata, enum dq_put_mode mode, struct dq_put_result *res,
+    struct dq_err *err)
 {
-	char tmp[PATH_MAX], dst[PATH_MAX], meta[PATH_MAX], id[37];
+	char tmp[PATH_MAX], dst[PATH_MAX], meta[PATH_MAX], dir[PATH_MAX], id[37];
 	int fd = -1, r = -1;
 	char *mj = NULL;
 	json_t *m;
 
 	if (path_of(s, dst, sizeof dst, container, NULL, name, NULL, err) < 0 ||
 	    path_of(s, meta, sizeof meta, container, ".meta", name, ".json", err) < 0 ||
-	    ensure_dirs(s, container, err) < 0)
+	    path_of(s, dir, sizeof dir, container, NULL, NULL, NULL, err) < 0)
 		return -1;
 	dq_uuid_new(id);
 	if (path_of(s, tmp, sizeof tmp, container, ".tmp", id, NULL, err) < 0)
 		return -1;
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666)) < 0)
-		return sys_err(err, "create", tmp);
+	if ((fd = create_tmp(s, container, tmp, err)) < 0)
+		return -1;
 	if (dq_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
 		sys_err(err, "write", tmp);
 		goto out;
@@ -131,12 +177,19 @@ local_put(struct dq_store *s, const char *container, const char *name,
 			sys_err(err, "read", dst);
 			goto out;
 		}
-		etag_of(old, oldlen, res->etag);
+		/* The same bytes have the caller's hash: no second one. */
+		etag_of(old, oldlen, oldlen == len && memcmp(old, data, len) == 0 ?
+		    sha256 : NULL, res->etag);
 		free(old);
 		r = 0;
 		goto out;
 	}
-	etag_of(data, len, res->etag);
+	/* Durable before any message can name the blob. */
+	if (dq_fsync_dir(dir) < 0) {
+		sys_err(err, "fsync", dir);
+		goto out;
+	}
+	etag_of(data, len, sha256, res->etag);
 	m = json_object();
 	if (metadata)
 		json_object_update(m, metadata);
@@ -144,10 +197,12 @@ local_put(struct dq_store *s, const char *container, const char *name,
 	    content_type ? content_type : "application/octet-stream", "metadata", m);
 	mj = json_dumps(m, JSON_COMPACT | JSON_REAL_PRECISION(15));
 	json_decref(m);
-	if (!mj || dq_write_atomic(meta, mj, strlen(mj), 0666) < 0) {
-		sys_err(err, "write", meta);
+	if (!mj) {
+		dq_err_system(err, DQ_EX_TEMPFAIL, "store_io", "local store: out of memory");
 		goto out;
 	}
+	if (write_meta(s, container, meta, mj, err) < 0)
+		goto out;
 	r = 0;
 out:
 	if (fd >= 0)

@@ -62,9 +62,19 @@ dq_store_put(struct dq_store *s, const char *container, const char *name,
     const void *data, size_t len, const char *content_type, json_t *metadata,
     enum dq_put_mode mode, struct dq_put_result *res, struct dq_err *err)
 {
+	return dq_store_put_hashed(s, container, name, data, len, NULL, content_type,
+	    metadata, mode, res, err);
+}
+
+int
+dq_store_put_hashed(struct dq_store *s, const char *container, const char *name,
+    const void *data, size_t len, const char *sha256, const char *content_type,
+    json_t *metadata, enum dq_put_mode mode, struct dq_put_result *res,
+    struct dq_err *err)
+{
 	memset(res, 0, sizeof *res);
-	return s->ops->put(s, container, name, data, len, content_type, metadata,
-	    mode, res, err);
+	return s->ops->put(s, container, name, data, len, sha256, content_type,
+	    metadata, mode, res, err);
 }
 
 const char *
