@@ -30,8 +30,27 @@
  * ready/ (link, not rename: a counter gone backwards can never overwrite
  * a message) and the directory fsynced before the id file for duplicate
  * detection is written, so a crash can cause a duplicate, never a loss.
- * ids/<sha256(message_id)> is a file whose mtime is its send time; ids
- * older than the window are purged every PURGE_EVERY sends.
+ *
+ * Duplicate detection keeps ids in time buckets, so that forgetting costs
+ * what expired and not a walk over every id in the window:
+ *
+ *	ids/<end>/<sha256(message_id)>		mtime: its send time
+ *
+ * <end> (milliseconds since the epoch) bounds the send times of its ids
+ * from above; a send at t goes into the bucket ending at the next multiple
+ * of window/ID_BUCKETS after t.  Each send lists ids/ (a few dozen names),
+ * looks the id up in every bucket that can still hold one sent within the
+ * window (end > now - window) and takes it as a duplicate when its mtime
+ * is: so an id is a duplicate for exactly the window, as before.  A bucket
+ * with end <= now - window holds nothing live; the same send removes it,
+ * file by file, then the directory (a send interrupted meanwhile leaves a
+ * half-removed bucket the next one finishes).  Its files thus stay on disk
+ * at most one bucket (window/ID_BUCKETS) after they expire.  Senders whose
+ * windows differ make buckets of different widths side by side: each
+ * bucket's name says what it holds, so every sender reads them all.  The
+ * old layout, ids/<sha256> files directly in ids/, is migrated by the
+ * first send that lists it: a live id is renamed into the bucket of its
+ * mtime, an expired one removed.  All of it happens under the flock.
  *
  * Dead-lettering needs a new file (the reason is added), so it is not one
  * rename: the message is first claimed by renaming locked/X to
@@ -71,7 +90,7 @@
 #define MAX_BODY	(1024 * 1024)	/* a message file, serialised */
 #define CLAIM_STALE_MS	60000		/* a dead-lettering takes milliseconds */
 #define TMP_STALE_MS	3600000		/* an unpublished send, a crashed write */
-#define PURGE_EVERY	128		/* sends between two purges of ids/ */
+#define ID_BUCKETS	16		/* buckets per duplicate window */
 #define FILE_MODE	0664
 #define DIR_MODE	0775
 
@@ -775,32 +794,208 @@ next_seq(struct spool *sp, unsigned long long *seq, struct dq_err *err)
 	return 0;
 }
 
-/* Remove ids older than the duplicate window.  Under the flock. */
+static int mkdir_shared(const char *path);
+
+/* The bucket of a send at t: the end of its slice of window/ID_BUCKETS. */
+static int64_t
+bucket_end(int64_t t, int64_t window)
+{
+	int64_t w = window / ID_BUCKETS > 0 ? window / ID_BUCKETS : 1;
+
+	return (t / w + 1) * w;
+}
+
+/* The buckets that may hold an id sent within the window, ids/ listed once. */
+struct buckets {
+	int64_t *end;
+	size_t n, cap;
+	int removed;		/* expired ids removed by this listing */
+};
+
+static int
+has_bucket(const struct buckets *b, int64_t end)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (b->end[i] == end)
+			return 1;
+	return 0;
+}
+
 static void
-purge_ids(struct spool *sp, int64_t now, int64_t window)
+add_bucket(struct buckets *b, int64_t end)
+{
+	if (has_bucket(b, end))
+		return;
+	if (b->n == b->cap)
+		b->end = dq_xrealloc(b->end, (b->cap = b->cap ? b->cap * 2 : 32) *
+		    sizeof *b->end);
+	b->end[b->n++] = end;
+}
+
+/* Remove an expired bucket: its ids, then itself. */
+static void
+remove_bucket(const char *path, struct buckets *b)
+{
+	char file[PATH_MAX];
+	DIR *d;
+	struct dirent *de;
+
+	if (!(d = opendir(path)))
+		return;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.' &&
+		    mkpath(file, sizeof file, "%s/%s", path, de->d_name) == 0 &&
+		    unlink(file) == 0)
+			b->removed++;
+	closedir(d);
+	if (rmdir(path) < 0 && errno != ENOENT)
+		dq_log(DQ_WARNING, "spool_io", json_pack("{s:s}", "dir", path),
+		    "unable to remove expired id bucket %s: %s", path, strerror(errno));
+}
+
+static int
+is_hex64(const char *s)
+{
+	return strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64;
+}
+
+/* An id file of the old layout, ids/<sha256>: into its bucket, or gone. */
+static void
+migrate_id(const char *dir, const char *name, int64_t now, int64_t window,
+    struct buckets *b)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	struct stat st;
+	int64_t t, end;
+
+	if (mkpath(from, sizeof from, "%s/%s", dir, name) < 0 || lstat(from, &st) < 0 ||
+	    !S_ISREG(st.st_mode))
+		return;
+	t = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	if (now - t >= window) {
+		if (unlink(from) == 0)
+			b->removed++;
+		return;
+	}
+	end = bucket_end(t, window);
+	if (mkpath(to, sizeof to, "%s/%lld", dir, (long long)end) < 0 ||
+	    (!has_bucket(b, end) && mkdir_shared(to) < 0) ||
+	    mkpath(to, sizeof to, "%s/%lld/%s", dir, (long long)end, name) < 0 ||
+	    rename(from, to) < 0) {
+		dq_log(DQ_WARNING, "spool_io", json_pack("{s:s}", "file", from),
+		    "unable to move id %s into its bucket: %s", from, strerror(errno));
+		return;
+	}
+	add_bucket(b, end);
+}
+
+/*
+ * List ids/ under the flock: the buckets still live into b, expired ones
+ * removed, old-layout ids migrated.  0, or -1 with errno.
+ */
+static int
+list_buckets(struct spool *sp, int64_t now, int64_t window, struct buckets *b)
 {
 	char dir[PATH_MAX], path[PATH_MAX];
 	DIR *d;
 	struct dirent *de;
-	struct stat st;
-	int removed = 0;
+	char *end;
 
 	if (mkpath(dir, sizeof dir, "%s/ids", sp->dir) < 0 || !(d = opendir(dir)))
-		return;
-	while ((de = readdir(d))) {
-		if (de->d_name[0] == '.' ||
-		    mkpath(path, sizeof path, "%s/%s", dir, de->d_name) < 0 ||
-		    lstat(path, &st) < 0)
+		return -1;
+	for (;;) {
+		long long e;
+
+		errno = 0;
+		if (!(de = readdir(d)))
+			break;
+		if (de->d_name[0] == '.')
 			continue;
-		if (now - ((int64_t)st.st_mtim.tv_sec * 1000 +
-		    st.st_mtim.tv_nsec / 1000000) >= window && unlink(path) == 0)
-			removed++;
+		if (is_hex64(de->d_name)) {
+			migrate_id(dir, de->d_name, now, window, b);
+			continue;
+		}
+		if (!all_digits(de->d_name, strlen(de->d_name)))
+			continue;
+		errno = 0;
+		e = strtoll(de->d_name, &end, 10);
+		if (errno || *end)
+			continue;
+		if (e > now - window)
+			add_bucket(b, e);
+		else if (mkpath(path, sizeof path, "%s/%s", dir, de->d_name) == 0)
+			remove_bucket(path, b);
+	}
+	if (errno) {
+		int e2 = errno;
+
+		closedir(d);
+		errno = e2;
+		return -1;
 	}
 	closedir(d);
-	if (removed)
+	if (b->removed)
 		dq_log(DQ_DEBUG, "ids_purged", json_pack("{s:s,s:i}",
-		    "queue", sp->name, "count", removed),
-		    "removed %d expired duplicate-detection ids", removed);
+		    "queue", sp->name, "count", b->removed),
+		    "removed %d expired duplicate-detection ids", b->removed);
+	return 0;
+}
+
+/* 1 when the id (hash) was sent within the window, 0 not, -1 errno. */
+static int
+seen_id(struct spool *sp, const struct buckets *b, const char *hash, int64_t now,
+    int64_t window)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	for (size_t i = 0; i < b->n; i++) {
+		if (mkpath(path, sizeof path, "%s/ids/%lld/%s", sp->dir,
+		    (long long)b->end[i], hash) < 0)
+			return -1;
+		if (stat(path, &st) < 0) {
+			if (errno == ENOENT)
+				continue;
+			return -1;
+		}
+		if (now - ((int64_t)st.st_mtim.tv_sec * 1000 +
+		    st.st_mtim.tv_nsec / 1000000) < window)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Record a sent id, its mtime set to the time whose bucket it goes into:
+ * the kernel's own stamp comes later, from a coarser clock, and could
+ * fall past the bucket's end.  A failure is only logged: the message is
+ * sent, and a lost id costs at most a duplicate.
+ */
+static void
+record_id(struct spool *sp, const struct buckets *b, const char *hash,
+    const char *message_id, int64_t window)
+{
+	char path[PATH_MAX];
+	int64_t now = dq_now_ms(), end = bucket_end(now, window);
+	struct timespec ts[2];
+	int fd = -1;
+
+	if (mkpath(path, sizeof path, "%s/ids/%lld", sp->dir, (long long)end) < 0 ||
+	    (!has_bucket(b, end) && mkdir_shared(path) < 0) ||
+	    mkpath(path, sizeof path, "%s/ids/%lld/%s", sp->dir, (long long)end, hash) < 0 ||
+	    (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, FILE_MODE)) < 0 ||
+	    dq_write_all(fd, message_id, strlen(message_id)) < 0 ||
+	    dq_write_all(fd, "\n", 1) < 0)
+		dq_log(DQ_WARNING, "spool_io", json_pack("{s:s,s:s}",
+		    "queue", sp->name, "message_id", message_id),
+		    "unable to record id for duplicate detection: %s", strerror(errno));
+	if (fd >= 0) {
+		ts[0].tv_sec = ts[1].tv_sec = (time_t)(now / 1000);
+		ts[0].tv_nsec = ts[1].tv_nsec = (long)(now % 1000) * 1000000;
+		/* EPERM on another user's file: its stamp is then the kernel's. */
+		(void)futimens(fd, ts);
+		close(fd);
+	}
 }
 
 /* fsync of ready/ after a send; the test hook DQ_TEST_SEND_FSYNC_FAIL=1
@@ -820,15 +1015,15 @@ local_send(struct dq_queue *q, json_t *body, const char *message_id,
     struct dq_err *err)
 {
 	struct spool *sp = q->priv;
-	char lock[PATH_MAX], idpath[PATH_MAX], tmp[PATH_MAX], dst[PATH_MAX];
+	char lock[PATH_MAX], tmp[PATH_MAX], dst[PATH_MAX];
 	char hash[65], uuid[37], ts[25];
 	unsigned long long seq = 0;
-	struct stat st;
+	struct buckets ids = { 0 };
 	int64_t now, window = (int64_t)(dq_cfg.dup_window_seconds * 1000);
 	json_t *doc = NULL;
 	char *text = NULL;
 	size_t idlen;
-	int fd = -1, ret = -1, tries, published = 0;
+	int fd = -1, ret = -1, tries, published = 0, seen;
 
 	if (!message_id) {
 		dq_uuid_new(uuid);
@@ -845,7 +1040,6 @@ local_send(struct dq_queue *q, json_t *body, const char *message_id,
 	}
 	dq_sha256_hex(message_id, idlen, hash);
 	if (mkpath(lock, sizeof lock, "%s/lock", sp->dir) < 0 ||
-	    mkpath(idpath, sizeof idpath, "%s/ids/%s", sp->dir, hash) < 0 ||
 	    mkpath(tmp, sizeof tmp, "%s/tmp/msg.%ld", sp->dir, (long)getpid()) < 0)
 		return syserr(err, "name", sp->dir);
 	/* A new open per send: flock excludes threads of one process too. */
@@ -859,17 +1053,16 @@ local_send(struct dq_queue *q, json_t *body, const char *message_id,
 	}
 	now = dq_now_ms();
 	if (window > 0) {
-		if (stat(idpath, &st) == 0) {
-			if (now - ((int64_t)st.st_mtim.tv_sec * 1000 +
-			    st.st_mtim.tv_nsec / 1000000) < window) {
-				dq_log(DQ_INFO, "duplicate", json_pack("{s:s,s:s}",
-				    "queue", sp->name, "message_id", message_id),
-				    "dropped as a duplicate within the detection window");
-				ret = 1;
-				goto out;
-			}
-		} else if (errno != ENOENT) {
-			syserr(err, "stat", idpath);
+		if (list_buckets(sp, now, window, &ids) < 0 ||
+		    (seen = seen_id(sp, &ids, hash, now, window)) < 0) {
+			syserr(err, "read the ids of", sp->dir);
+			goto out;
+		}
+		if (seen) {
+			dq_log(DQ_INFO, "duplicate", json_pack("{s:s,s:s}",
+			    "queue", sp->name, "message_id", message_id),
+			    "dropped as a duplicate within the detection window");
+			ret = 1;
 			goto out;
 		}
 	}
@@ -933,21 +1126,10 @@ local_send(struct dq_queue *q, json_t *body, const char *message_id,
 	 * Sent.  The id comes after: a crash before it costs a duplicate,
 	 * which is harmless, and a failure to write it is only logged.
 	 */
-	if (window > 0) {
-		int ifd = open(idpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, FILE_MODE);
-
-		if (ifd < 0 || dq_write_all(ifd, message_id, idlen) < 0 ||
-		    dq_write_all(ifd, "\n", 1) < 0)
-			dq_log(DQ_WARNING, "spool_io", json_pack("{s:s,s:s}",
-			    "queue", sp->name, "message_id", message_id),
-			    "unable to record id for duplicate detection: %s",
-			    strerror(errno));
-		if (ifd >= 0)
-			close(ifd);
-		if (seq % PURGE_EVERY == 0)
-			purge_ids(sp, now, window);
-	}
+	if (window > 0)
+		record_id(sp, &ids, hash, message_id, window);
 out:
+	free(ids.end);
 	free(text);
 	json_decref(doc);
 	if (fd >= 0)

@@ -330,22 +330,217 @@ fail:
 	return -1;
 }
 
+/* The ids of a queue, in every bucket of ids/; -1 on error. */
+static int
+count_ids(const char *queue, int *buckets)
+{
+	char path[2048], sub[4096];
+	DIR *d, *e;
+	struct dirent *de, *fe;
+	int n = 0;
+
+	*buckets = 0;
+	snprintf(path, sizeof path, "%s/queues/%s/ids", top, queue);
+	if (!(d = opendir(path)))
+		return -1;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(sub, sizeof sub, "%s/%s", path, de->d_name);
+		if (!(e = opendir(sub))) {
+			n++;	/* a file of the old layout */
+			continue;
+		}
+		++*buckets;
+		while ((fe = readdir(e)))
+			n += fe->d_name[0] != '.';
+		closedir(e);
+	}
+	closedir(d);
+	return n;
+}
+
+/* The bucket (its end, ms) holding message id mid, or -1; path filled. */
+static long long
+find_id(const char *queue, const char *mid, char *path, size_t n)
+{
+	char dir[2048], hash[65];
+	DIR *d;
+	struct dirent *de;
+	struct stat st;
+	long long end = -1;
+
+	dq_sha256_hex(mid, strlen(mid), hash);
+	snprintf(dir, sizeof dir, "%s/queues/%s/ids", top, queue);
+	if (!(d = opendir(dir)))
+		return -1;
+	while (end < 0 && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, n, "%s/%s/%s", dir, de->d_name, hash);
+		if (stat(path, &st) == 0)
+			end = strtoll(de->d_name, NULL, 10);
+	}
+	closedir(d);
+	return end;
+}
+
+/* Set a file's mtime to ms since the epoch. */
+static int
+set_mtime(const char *path, int64_t ms)
+{
+	struct timespec ts[2];
+
+	ts[0].tv_sec = ts[1].tv_sec = (time_t)(ms / 1000);
+	ts[0].tv_nsec = ts[1].tv_nsec = (long)(ms % 1000) * 1000000;
+	return utimensat(AT_FDCWD, path, ts, 0);
+}
+
+/* Age every bucket of ids/ by ms (renaming it): 0, or -1. */
+static int
+age_buckets(const char *queue, int64_t ms)
+{
+	char dir[2048], from[4096], to[4096];
+	long long ends[64];
+	int n = 0;
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(dir, sizeof dir, "%s/queues/%s/ids", top, queue);
+	if (!(d = opendir(dir)))
+		return -1;
+	while ((de = readdir(d)) && n < 64)
+		if (de->d_name[0] != '.')
+			ends[n++] = strtoll(de->d_name, NULL, 10);
+	closedir(d);
+	for (int i = 0; i < n; i++) {
+		snprintf(from, sizeof from, "%s/%lld", dir, ends[i]);
+		snprintf(to, sizeof to, "%s/%lld", dir, ends[i] - ms);
+		if (rename(from, to) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Expired buckets go whole with the next send; live ones stay. */
 static int
 t_dup_purge(void)
 {
 	struct dq_queue *q = qopen("purge");
 	char id[32];
+	int b;
 
 	CHECK(q);
-	dq_cfg.dup_window_seconds = 0.05;
 	for (int i = 0; i < 127; i++) {
 		snprintf(id, sizeof id, "id-%d", i);
 		CHECK(send_n(q, id, i) == 0);
 	}
-	CHECK(count_files("purge", "ids") == 127);
+	CHECK(count_ids("purge", &b) == 127 && b >= 1);
+	/* two windows on, every bucket has expired: the next send removes them */
+	CHECK(age_buckets("purge", 2 * 600000) == 0);
+	CHECK(send_n(q, "id-last", 127) == 0);
+	CHECK(count_ids("purge", &b) == 1 && b == 1);
+	CHECK(send_n(q, "id-5", 201) == 0);	/* forgotten with its bucket */
+	q->ops->close(q);
+	/* the same in real time */
+	CHECK((q = qopen("purge-rt")));
+	dq_cfg.dup_window_seconds = 0.05;
+	CHECK(send_n(q, "id-before", 203) == 0);
 	dq_sleep_ms(100);
-	CHECK(send_n(q, "id-last", 127) == 0);	/* seq 128: purges */
-	CHECK(count_files("purge", "ids") == 1);
+	CHECK(send_n(q, "id-after", 204) == 0);
+	CHECK(count_ids("purge-rt", &b) == 1 && b == 1);
+	q->ops->close(q);
+	return 0;
+fail:
+	if (q)
+		q->ops->close(q);
+	return -1;
+}
+
+/*
+ * An id is a duplicate for exactly the window, by its send time; its
+ * bucket ends at most window/16 after that time; a bucket is removed
+ * once its end is a window past, and not before.
+ */
+static int
+t_dup_buckets(void)
+{
+	struct dq_queue *q = qopen("buckets");
+	char path[4096], path2[4096], dir[2048];
+	int64_t w = 600000, t0, t1, now;
+	long long end;
+	struct stat st;
+	int b, fd;
+
+	CHECK(q);
+	t0 = dq_now_ms();
+	CHECK(send_n(q, "a", 1) == 0);
+	t1 = dq_now_ms();
+	CHECK((end = find_id("buckets", "a", path, sizeof path)) > 0);
+	CHECK(stat(path, &st) == 0);
+	now = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	CHECK(now >= t0 && now <= t1);
+	CHECK(end > now && end <= now + w / 16);
+	/* sent a window less 2 s ago: still a duplicate */
+	CHECK(set_mtime(path, dq_now_ms() - w + 2000) == 0);
+	CHECK(send_n(q, "a", 2) == 1);
+	/* a window and 1 ms ago, in a bucket not yet expired: a new message */
+	CHECK(set_mtime(path, dq_now_ms() - w - 1) == 0);
+	CHECK(send_n(q, "a", 3) == 0);
+	/* a bucket whose end is a window past goes; one 5 s younger stays */
+	now = dq_now_ms();
+	snprintf(dir, sizeof dir, "%s/queues/buckets/ids/%lld", top, (long long)(now - w - 1));
+	CHECK(mkdir(dir, 0775) == 0);
+	snprintf(path, sizeof path, "%s/x", dir);
+	CHECK((fd = open(path, O_WRONLY | O_CREAT, 0664)) >= 0 && close(fd) == 0);
+	snprintf(dir, sizeof dir, "%s/queues/buckets/ids/%lld", top,
+	    (long long)(now - w + 5000));
+	CHECK(mkdir(dir, 0775) == 0);
+	snprintf(path2, sizeof path2, "%s/y", dir);
+	CHECK((fd = open(path2, O_WRONLY | O_CREAT, 0664)) >= 0 && close(fd) == 0);
+	CHECK(send_n(q, "b", 4) == 0);
+	CHECK(access(path, F_OK) < 0 && errno == ENOENT);
+	CHECK(access(path2, F_OK) == 0);
+	CHECK(count_ids("buckets", &b) == 3);	/* a (sent again: restamped), b, y */
+	CHECK(send_n(q, "a", 5) == 1);
+	q->ops->close(q);
+	return 0;
+fail:
+	if (q)
+		q->ops->close(q);
+	return -1;
+}
+
+/* ids/<sha256> of the old layout: a live one moves into its bucket and
+ * still catches its duplicate; an expired one goes. */
+static int
+t_dup_migrate(void)
+{
+	struct dq_queue *q = qopen("migrate");
+	char hash[65], path[4096], found[4096];
+	int64_t w = 600000, t;
+	long long end;
+	int fd, b;
+
+	CHECK(q);
+	t = dq_now_ms() - 10000;
+	dq_sha256_hex("old-live", 8, hash);
+	snprintf(path, sizeof path, "%s/queues/migrate/ids/%s", top, hash);
+	CHECK((fd = open(path, O_WRONLY | O_CREAT, 0664)) >= 0 &&
+	    write(fd, "old-live\n", 9) == 9 && close(fd) == 0);
+	CHECK(set_mtime(path, t) == 0);
+	dq_sha256_hex("old-dead", 8, hash);
+	snprintf(path, sizeof path, "%s/queues/migrate/ids/%s", top, hash);
+	CHECK((fd = open(path, O_WRONLY | O_CREAT, 0664)) >= 0 && close(fd) == 0);
+	CHECK(set_mtime(path, dq_now_ms() - w - 1000) == 0);
+	CHECK(count_ids("migrate", &b) == 2 && b == 0);
+	CHECK(send_n(q, "new", 1) == 0);
+	CHECK(access(path, F_OK) < 0 && errno == ENOENT);
+	CHECK((end = find_id("migrate", "old-live", found, sizeof found)) > t &&
+	    end <= t + w / 16);
+	CHECK(count_ids("migrate", &b) == 2);
+	CHECK(send_n(q, "old-live", 2) == 1);
+	CHECK(send_n(q, "old-dead", 3) == 0);
 	q->ops->close(q);
 	return 0;
 fail:
@@ -1139,6 +1334,59 @@ fail:
 	return -1;
 }
 
+/*
+ * Two processes send with a window of 20 ms, so that each creates and
+ * removes buckets while the other sends: no send fails, none is taken
+ * for a duplicate, and what is left expires whole.
+ */
+static int
+purger(int k)
+{
+	struct dq_queue *q = qopen("purgers");
+	char id[32];
+	int dups = 0, r;
+
+	if (!q)
+		return 100;
+	dq_cfg.dup_window_seconds = 0.02;
+	for (int i = 0; i < 150; i++) {
+		snprintf(id, sizeof id, "p-%d-%d", k, i);
+		if ((r = send_n(q, id, i)) < 0)
+			return 100;
+		dups += r;
+	}
+	q->ops->close(q);
+	return dups;
+}
+
+static int
+t_concurrent_purge(void)
+{
+	struct dq_queue *q = NULL;
+	pid_t pid[2];
+	int st, b;
+
+	for (int k = 0; k < 2; k++) {
+		CHECK((pid[k] = fork()) >= 0);
+		if (pid[k] == 0)
+			_exit(purger(k));
+	}
+	for (int k = 0; k < 2; k++)
+		CHECK(waitpid(pid[k], &st, 0) == pid[k] && WIFEXITED(st) &&
+		    WEXITSTATUS(st) == 0);
+	CHECK((q = qopen("purgers")));
+	dq_cfg.dup_window_seconds = 0.02;
+	dq_sleep_ms(60);
+	CHECK(send_n(q, "last", 0) == 0);
+	CHECK(count_ids("purgers", &b) == 1 && b == 1);
+	q->ops->close(q);
+	return 0;
+fail:
+	if (q)
+		q->ops->close(q);
+	return -1;
+}
+
 static const struct {
 	const char *name;
 	int (*fn)(void);
@@ -1148,6 +1396,8 @@ static const struct {
 	{ "wait", t_wait },
 	{ "duplicate", t_duplicate },
 	{ "dup_purge", t_dup_purge },
+	{ "dup_buckets", t_dup_buckets },
+	{ "dup_migrate", t_dup_migrate },
 	{ "abandon", t_abandon },
 	{ "lease_expiry", t_lease_expiry },
 	{ "max_delivery", t_max_delivery },
@@ -1166,6 +1416,7 @@ static const struct {
 	{ "concurrent_receivers", t_concurrent_receivers },
 	{ "concurrent_expiry", t_concurrent_expiry },
 	{ "concurrent_senders", t_concurrent_senders },
+	{ "concurrent_purge", t_concurrent_purge },
 };
 #define NTESTS (sizeof tests / sizeof tests[0])
 
