@@ -13,29 +13,34 @@
 
 #include "dq.h"
 
-static pthread_once_t once = PTHREAD_ONCE_INIT;
+static pthread_once_t once256 = PTHREAD_ONCE_INIT, once1 = PTHREAD_ONCE_INIT;
 static EVP_MD *md_sha256, *md_sha1;
 
 static void
-fetch(void)
+fetch256(void)
 {
-	md_sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
-	md_sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
-	if (!md_sha256 || !md_sha1)
-		dq_die(DQ_EX_CONFIG, "OpenSSL offers no SHA-256 or SHA-1");
+	if (!(md_sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL)))
+		dq_die(DQ_EX_CONFIG, "OpenSSL offers no SHA-256");
+}
+
+static void
+fetch1(void)
+{
+	if (!(md_sha1 = EVP_MD_fetch(NULL, "SHA1", NULL)))
+		dq_die(DQ_EX_CONFIG, "OpenSSL offers no SHA-1");
 }
 
 const EVP_MD *
 dq_md_sha256(void)
 {
-	pthread_once(&once, fetch);
+	pthread_once(&once256, fetch256);
 	return md_sha256;
 }
 
 const EVP_MD *
 dq_md_sha1(void)
 {
-	pthread_once(&once, fetch);
+	pthread_once(&once1, fetch1);
 	return md_sha1;
 }
 

@@ -1,0 +1,129 @@
+#!/usr/bin/env bats
+# The local store and spool at scale and at the floor of their per-record
+# costs: duplicate-detection ids in time buckets (through spool-test and
+# dq-enqueue), a new blob's directory synced, no failing mkdir and no
+# system calls of its own per id (seen with strace where it is installed).
+# These are about the local backends' files.
+
+load helpers
+
+setup() {
+	dq_env
+	SPOOL_TEST="$DQ_BUILD/tests/unit/spool-test"
+	[ -x "$SPOOL_TEST" ] || fail "$SPOOL_TEST is not built: run 'make tests/unit/spool-test'"
+	IMG=$BATS_TEST_TMPDIR/img
+	mkdir -p "$IMG"
+	local n
+	for n in 1 2 3 4 5 6; do
+		python3 "$DQ_TOP/tests/bats/mkimage.py" jpeg 64 48 "$n" >"$IMG/$n.jpg"
+	done
+}
+
+need_strace() {
+	command -v strace >/dev/null || skip "strace is not installed"
+}
+
+# spool_test TEST...: the named C tests pass, in order.
+spool_test() {
+	run --separate-stderr "$SPOOL_TEST" -d "$BATS_TEST_TMPDIR" "$@"
+	assert_passed "$@"
+}
+
+assert_passed() {
+	local k=0 t
+	assert_success
+	assert_line --index 0 "1..$#"
+	for t in "$@"; do
+		k=$((k + 1))
+		assert_line "ok $k - $t"
+	done
+	refute_line --partial "not ok"
+}
+
+# The id file of message id $2 in queue $1, in whichever bucket holds it.
+id_file() {
+	local h
+	h=$(printf '%s' "$2" | sha256sum | cut -d' ' -f1)
+	find "$DQ_LOCAL_DIR/queues/$1/ids" -name "$h" -type f
+}
+
+@test "ids are a duplicate for the window, in buckets that a send removes whole once expired" {
+	spool_test dup_purge dup_buckets
+}
+
+@test "two processes sending while buckets expire lose no send and leave one bucket" {
+	spool_test concurrent_purge
+}
+
+@test "a spool of the old layout: its live ids move into buckets and still catch duplicates" {
+	spool_test dup_migrate
+}
+
+@test "dq-enqueue into a spool with ids/<sha256> of the old layout: a duplicate, and the id migrated" {
+	run --separate-stderr dq-put --sku s --facility f "$IMG/1.jpg" "$IMG/2.jpg"
+	assert_success
+	printf '%s\n' "$output" >"$BATS_TEST_TMPDIR/records"
+	id1=$(head -n 1 "$BATS_TEST_TMPDIR/records" | jq -r .message.image_id)
+	# the queue exists, its ids/ holds the first image's id the old way
+	run --separate-stderr dq-enqueue <"$BATS_TEST_TMPDIR/records" --new-id
+	assert_success
+	ids=$DQ_LOCAL_DIR/queues/defect-jobs/ids
+	find "$ids" -mindepth 1 -delete
+	h=$(printf '%s' "$id1" | sha256sum | cut -d' ' -f1)
+	printf '%s\n' "$id1" >"$ids/$h"
+	run --separate-stderr dq-enqueue <"$BATS_TEST_TMPDIR/records"
+	assert_success
+	assert_equal "$(jq -c '[.enqueued.message_id, .enqueued.duplicate]' <<<"$output" | tr '\n' ' ')" \
+		"[\"$id1\",true] [\"$(sed -n 2p "$BATS_TEST_TMPDIR/records" | jq -r .message.image_id)\",null] "
+	[ ! -e "$ids/$h" ]
+	f=$(id_file defect-jobs "$id1")
+	[ -n "$f" ]
+	# the bucket's name is its end, less than a sixteenth of the window (600 s) away
+	end=$(basename "$(dirname "$f")")
+	now=$(date +%s%3N)
+	[ "$end" -gt "$((now - 600000))" ] && [ "$end" -le "$((now + 37500))" ]
+}
+
+@test "dq-put syncs the container directory after linking a new raw blob, before printing its message" {
+	need_strace
+	run --separate-stderr dq-put --sku s --facility f "$IMG/1.jpg"
+	assert_success
+	run --separate-stderr strace -f -qq -o "$BATS_TEST_TMPDIR/trace" -e trace=link,rename,openat,fsync,close,write \
+		dq-put --sku s --facility f "$IMG/2.jpg"
+	assert_success
+	blob=$(jq -r .stored.blob_name <<<"$output")
+	dir=$DQ_LOCAL_DIR/store/raw-images
+	# after the link to the blob: the directory opened as fd N, fsync(N), then the record
+	run awk -v link="link(\"$dir/.tmp/" -v dst="\"$dir/$blob\") = 0" -v opendir="openat(AT_FDCWD, \"$dir\", " '
+		index($0, link) && index($0, dst) { linked = 1; next }
+		linked && index($0, opendir) && /O_DIRECTORY/ { fd = $NF; next }
+		linked && fd != "" && $0 ~ ("fsync\\(" fd "\\) += 0$") { synced = 1; next }
+		/write\(1, "\{\\"message\\"/ { print (synced ? "synced" : "not synced") " before the record"; exit }
+	' "$BATS_TEST_TMPDIR/trace"
+	assert_success
+	assert_output "synced before the record"
+}
+
+@test "dq-put makes no failing mkdir and no system call per id once the store exists" {
+	need_strace
+	run --separate-stderr dq-put --sku s --facility f "$IMG/1.jpg"
+	assert_success
+	run --separate-stderr strace -f -qq -o "$BATS_TEST_TMPDIR/trace" \
+		dq-put --sku s --facility f "$IMG/2.jpg" "$IMG/3.jpg" "$IMG/4.jpg" "$IMG/5.jpg" "$IMG/6.jpg"
+	assert_success
+	assert_equal "$(jq -r .stored.blob_name <<<"$output" | wc -l)" 5
+	# five images make 15 ids (image, blob temporary, metadata temporary)
+	assert_equal "$(grep -cE ' mkdir(at)?\(' "$BATS_TEST_TMPDIR/trace")" 0
+	assert_equal "$(grep -cE ' (getpid|getppid|getuid|gettid)\(' "$BATS_TEST_TMPDIR/trace")" 0
+	[ "$(grep -cE ' getrandom\(' "$BATS_TEST_TMPDIR/trace")" -le 2 ]
+}
+
+@test "the ETag of a stored image is its SHA-256's first 16 hex digits, for a new and an existing blob" {
+	run --separate-stderr dq-put --sku s --facility f --id 11111111-2222-4333-8444-555555555555 "$IMG/1.jpg"
+	assert_success
+	sha=$(jq -r .message.image.sha256 <<<"$output")
+	assert_equal "$(jq -r .stored.etag <<<"$output")" "\"0x${sha:0:16}\""
+	run --separate-stderr dq-put --sku s --facility f --id 11111111-2222-4333-8444-555555555555 "$IMG/1.jpg"
+	assert_success
+	assert_equal "$(jq -r .stored.etag <<<"$output")" "\"0x${sha:0:16}\""
+}
