@@ -23,12 +23,17 @@ work=$(mktemp -d "${DIR:-${TMPDIR:-/tmp}}/dq-bench-spool.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
-echo "building $base ..." >&2
-mkdir "$work/base"
-git -C "$top" archive "$base" | tar -x -C "$work/base"
-make -C "$work/base" -j2 all >"$work/base.log" 2>&1 ||
-	{ cat "$work/base.log" >&2; exit 70; }
+# BASE_TREE: a tree of BASE already built (its bin/), to save the build.
 rev=$(git -C "$top" rev-parse --short "$base")
+basebin=${BASE_TREE:+$BASE_TREE/bin}
+if [ -z "$basebin" ]; then
+	echo "building $base ..." >&2
+	mkdir "$work/base"
+	git -C "$top" archive "$base" | tar -x -C "$work/base"
+	make -C "$work/base" -j2 all >"$work/base.log" 2>&1 ||
+		{ cat "$work/base.log" >&2; exit 70; }
+	basebin=$work/base/bin
+fi
 
 # records N FILE: N records whose messages have fresh image ids.
 "$py" - "$((sends + 1))" "$work/records" <<'EOF'
@@ -70,9 +75,9 @@ EOF
 	echo "$sends $t0 $t1" | awk '{printf "%.0f", $1 / (($3 - $2) / 1e9)}'
 }
 
-b0=$(run "$work/base/bin" 0)
+b0=$(run "$basebin" 0)
 n0=$(run "$top/bin" 0)
-bi=$(run "$work/base/bin" "$ids")
+bi=$(run "$basebin" "$ids")
 ni=$(run "$top/bin" "$ids")
 
 echo "local spool sends per second, $sends sends by one dq-enqueue, in $(df -P "$work" | awk 'NR == 2 {print $1}')"

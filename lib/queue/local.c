@@ -49,8 +49,11 @@
  * windows differ make buckets of different widths side by side: each
  * bucket's name says what it holds, so every sender reads them all.  The
  * old layout, ids/<sha256> files directly in ids/, is migrated by the
- * first send that lists it: a live id is renamed into the bucket of its
- * mtime, an expired one removed.  All of it happens under the flock.
+ * first send that lists it: ids/ is renamed to ids.old/ and made anew
+ * (emptying a directory does not shrink it, and every send lists ids/),
+ * a live id is renamed into the bucket of its mtime, an expired one
+ * removed, then ids.old/ goes; a send that finds ids.old/ finishes a
+ * migration a crash interrupted.  All of it happens under the flock.
  *
  * Dead-lettering needs a new file (the reason is added), so it is not one
  * rename: the message is first claimed by renaming locked/X to
@@ -859,17 +862,34 @@ is_hex64(const char *s)
 	return strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64;
 }
 
-/* An id file of the old layout, ids/<sha256>: into its bucket, or gone. */
+/* A bucket's end from its name: 0, or -1 when the name is none. */
+static int
+bucket_name(const char *s, int64_t *end)
+{
+	char *e;
+	long long v;
+
+	if (!*s || !all_digits(s, strlen(s)))
+		return -1;
+	errno = 0;
+	v = strtoll(s, &e, 10);
+	if (errno || *e)
+		return -1;
+	*end = v;
+	return 0;
+}
+
+/* An id file of the old layout, from/<sha256>: into its bucket in dir, or gone. */
 static void
-migrate_id(const char *dir, const char *name, int64_t now, int64_t window,
-    struct buckets *b)
+migrate_id(const char *dir, const char *from_dir, const char *name, int64_t now,
+    int64_t window, struct buckets *b)
 {
 	char from[PATH_MAX], to[PATH_MAX];
 	struct stat st;
 	int64_t t, end;
 
-	if (mkpath(from, sizeof from, "%s/%s", dir, name) < 0 || lstat(from, &st) < 0 ||
-	    !S_ISREG(st.st_mode))
+	if (mkpath(from, sizeof from, "%s/%s", from_dir, name) < 0 ||
+	    lstat(from, &st) < 0 || !S_ISREG(st.st_mode))
 		return;
 	t = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 	if (now - t >= window) {
@@ -890,50 +910,117 @@ migrate_id(const char *dir, const char *name, int64_t now, int64_t window,
 }
 
 /*
- * List ids/ under the flock: the buckets still live into b, expired ones
- * removed, old-layout ids migrated.  0, or -1 with errno.
+ * Move what the old directory holds into ids/: its live buckets as they
+ * are, its ids of the old layout into buckets; then remove it.  The old
+ * layout's ids/ is renamed aside first, so that the ids/ every send lists
+ * is a new, small directory (a directory does not shrink when emptied).
  */
-static int
-list_buckets(struct spool *sp, int64_t now, int64_t window, struct buckets *b)
+static void
+migrate_old(struct spool *sp, const char *dir, const char *old, int64_t now,
+    int64_t window, struct buckets *b)
 {
-	char dir[PATH_MAX], path[PATH_MAX];
+	char from[PATH_MAX], to[PATH_MAX];
 	DIR *d;
 	struct dirent *de;
-	char *end;
+	int64_t end;
+	int moved = 0;
 
-	if (mkpath(dir, sizeof dir, "%s/ids", sp->dir) < 0 || !(d = opendir(dir)))
+	if (!(d = opendir(old)))
+		return;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (is_hex64(de->d_name)) {
+			migrate_id(dir, old, de->d_name, now, window, b);
+			moved++;
+		} else if (bucket_name(de->d_name, &end) == 0 &&
+		    mkpath(from, sizeof from, "%s/%s", old, de->d_name) == 0) {
+			if (end <= now - window)
+				remove_bucket(from, b);
+			else if (mkpath(to, sizeof to, "%s/%s", dir, de->d_name) == 0 &&
+			    rename(from, to) == 0)
+				add_bucket(b, end);
+		}
+	}
+	closedir(d);
+	if (rmdir(old) < 0)
+		dq_log(DQ_WARNING, "spool_io", json_pack("{s:s}", "dir", old),
+		    "unable to remove %s after moving its ids: %s", old, strerror(errno));
+	if (moved)
+		dq_log(DQ_INFO, "ids_migrated", json_pack("{s:s,s:i}", "queue", sp->name,
+		    "count", moved), "moved %d duplicate-detection ids of the old layout "
+		    "into time buckets", moved);
+}
+
+/*
+ * The names of ids/: live buckets into b, expired ones removed; 1 when
+ * an id of the old layout is among them, 0, or -1 with errno.
+ */
+static int
+scan_ids(const char *dir, int64_t now, int64_t window, struct buckets *b)
+{
+	char path[PATH_MAX];
+	DIR *d;
+	struct dirent *de;
+	int64_t end;
+	int old = 0;
+
+	if (!(d = opendir(dir)))
 		return -1;
 	for (;;) {
-		long long e;
-
 		errno = 0;
 		if (!(de = readdir(d)))
 			break;
 		if (de->d_name[0] == '.')
 			continue;
-		if (is_hex64(de->d_name)) {
-			migrate_id(dir, de->d_name, now, window, b);
+		if (is_hex64(de->d_name))
+			old = 1;
+		else if (bucket_name(de->d_name, &end) < 0)
 			continue;
-		}
-		if (!all_digits(de->d_name, strlen(de->d_name)))
-			continue;
-		errno = 0;
-		e = strtoll(de->d_name, &end, 10);
-		if (errno || *end)
-			continue;
-		if (e > now - window)
-			add_bucket(b, e);
+		else if (end > now - window)
+			add_bucket(b, end);
 		else if (mkpath(path, sizeof path, "%s/%s", dir, de->d_name) == 0)
 			remove_bucket(path, b);
 	}
 	if (errno) {
-		int e2 = errno;
+		int e = errno;
 
 		closedir(d);
-		errno = e2;
+		errno = e;
 		return -1;
 	}
 	closedir(d);
+	return old;
+}
+
+/*
+ * List ids/ under the flock: the buckets still live into b, expired ones
+ * removed, a spool of the old layout migrated (and a migration that a
+ * crash interrupted, ids.old/, finished).  0, or -1 with errno.
+ */
+static int
+list_buckets(struct spool *sp, int64_t now, int64_t window, struct buckets *b)
+{
+	char dir[PATH_MAX], old[PATH_MAX];
+	struct stat st;
+	int r;
+
+	if (mkpath(dir, sizeof dir, "%s/ids", sp->dir) < 0 ||
+	    mkpath(old, sizeof old, "%s/ids.old", sp->dir) < 0)
+		return -1;
+	if (lstat(old, &st) == 0) {
+		if (mkdir_shared(dir) < 0)
+			return -1;
+		migrate_old(sp, dir, old, now, window, b);
+	}
+	if ((r = scan_ids(dir, now, window, b)) < 0)
+		return -1;
+	if (r > 0) {
+		if (rename(dir, old) < 0 || mkdir_shared(dir) < 0)
+			return -1;
+		b->n = 0;
+		migrate_old(sp, dir, old, now, window, b);
+	}
 	if (b->removed)
 		dq_log(DQ_DEBUG, "ids_purged", json_pack("{s:s,s:i}",
 		    "queue", sp->name, "count", b->removed),

@@ -517,7 +517,7 @@ static int
 t_dup_migrate(void)
 {
 	struct dq_queue *q = qopen("migrate");
-	char hash[65], path[4096], found[4096];
+	char hash[65], path[2048], found[4096];
 	int64_t w = 600000, t;
 	long long end;
 	int fd, b;
@@ -541,6 +541,16 @@ t_dup_migrate(void)
 	CHECK(count_ids("migrate", &b) == 2);
 	CHECK(send_n(q, "old-live", 2) == 1);
 	CHECK(send_n(q, "old-dead", 3) == 0);
+	snprintf(path, sizeof path, "%s/queues/migrate/ids.old", top);
+	CHECK(access(path, F_OK) < 0 && errno == ENOENT);
+	/* a migration a crash interrupted: ids.old/ is finished by the next send */
+	CHECK(mkdir(path, 0775) == 0);
+	dq_sha256_hex("crashed", 7, hash);
+	snprintf(found, sizeof found, "%s/%s", path, hash);
+	CHECK((fd = open(found, O_WRONLY | O_CREAT, 0664)) >= 0 && close(fd) == 0);
+	CHECK(send_n(q, "other", 4) == 0);
+	CHECK(access(path, F_OK) < 0 && errno == ENOENT);
+	CHECK(send_n(q, "crashed", 5) == 1);
 	q->ops->close(q);
 	return 0;
 fail:
