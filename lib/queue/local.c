@@ -1013,7 +1013,11 @@ list_buckets(struct spool *sp, int64_t now, int64_t window, struct buckets *b)
 			return -1;
 		migrate_old(sp, dir, old, now, window, b);
 	}
-	if ((r = scan_ids(dir, now, window, b)) < 0)
+	/* ids/ removed under a running sender: made again, as by an open */
+	if ((r = scan_ids(dir, now, window, b)) < 0 && errno == ENOENT &&
+	    mkdir_shared(dir) == 0)
+		r = 0;
+	if (r < 0)
 		return -1;
 	if (r > 0) {
 		if (rename(dir, old) < 0 || mkdir_shared(dir) < 0)
