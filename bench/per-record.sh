@@ -30,6 +30,7 @@ trap 'exit 130' INT TERM
 # BASE_TREE: a tree of BASE already built (its bin/), to save the build.
 rev=$(git -C "$top" rev-parse --short "$base")
 basebin=${BASE_TREE:+$BASE_TREE/bin}
+[ -z "${BASE_TREE:-}" ] || { base=$BASE_TREE; rev=prebuilt; }
 if [ -z "$basebin" ]; then
 	echo "building $base ..." >&2
 	mkdir "$work/base"

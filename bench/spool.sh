@@ -27,6 +27,7 @@ trap 'exit 130' INT TERM
 # BASE_TREE: a tree of BASE already built (its bin/), to save the build.
 rev=$(git -C "$top" rev-parse --short "$base")
 basebin=${BASE_TREE:+$BASE_TREE/bin}
+[ -z "${BASE_TREE:-}" ] || { base=$BASE_TREE; rev=prebuilt; }
 if [ -z "$basebin" ]; then
 	echo "building $base ..." >&2
 	mkdir "$work/base"
@@ -91,6 +92,7 @@ while [ "$r" -lt "${REPEAT:-3}" ]; do
 	ni="$ni $(run "$top/bin" "$ids")"
 	r=$((r + 1))
 done
+echo "runs: base 0:$b0; new 0:$n0; base $ids:$bi; new $ids:$ni" >&2
 # shellcheck disable=SC2086 # the runs' rates, one word each
 b0=$(best $b0) n0=$(best $n0) bi=$(best $bi) ni=$(best $ni)
 
