@@ -3,12 +3,15 @@
 # costs: duplicate-detection ids in time buckets (through spool-test and
 # dq-enqueue), a new blob's directory synced, no failing mkdir and no
 # system calls of its own per id (seen with strace where it is installed).
-# These are about the local backends' files.
+# These are about the local backends' files: local.bash, and every test
+# skips on another DQ_TEST_BACKEND.
 
 load helpers
+load local
 
 setup() {
 	dq_env
+	local_only "the spool's id buckets and the store's directories"
 	SPOOL_TEST="$DQ_BUILD/tests/unit/spool-test"
 	[ -x "$SPOOL_TEST" ] || fail "$SPOOL_TEST is not built: run 'make tests/unit/spool-test'"
 	IMG=$BATS_TEST_TMPDIR/img
@@ -47,7 +50,7 @@ assert_passed() {
 id_file() {
 	local h
 	h=$(printf '%s' "$2" | sha256sum | cut -d' ' -f1)
-	find "$DQ_LOCAL_DIR/queues/$1/ids" -name "$h" -type f
+	find "$(local_spool "$1")/ids" -name "$h" -type f
 }
 
 @test "ids are a duplicate for the window, in buckets that a send removes whole once expired" {
@@ -70,7 +73,7 @@ id_file() {
 	# the queue exists, its ids/ holds the first image's id the old way
 	run --separate-stderr dq-enqueue <"$BATS_TEST_TMPDIR/records" --new-id
 	assert_success
-	ids=$DQ_LOCAL_DIR/queues/defect-jobs/ids
+	ids=$(local_spool)/ids
 	find "$ids" -mindepth 1 -delete
 	h=$(printf '%s' "$id1" | sha256sum | cut -d' ' -f1)
 	printf '%s\n' "$id1" >"$ids/$h"
@@ -95,7 +98,7 @@ id_file() {
 		dq-put --sku s --facility f "$IMG/2.jpg"
 	assert_success
 	blob=$(jq -r .stored.blob_name <<<"$output")
-	dir=$DQ_LOCAL_DIR/store/raw-images
+	dir=$(local_container raw-images)
 	# after the link to the blob: the directory opened as fd N, fsync(N), then the record
 	run awk -v link="link(\"$dir/.tmp/" -v dst="\"$dir/$blob\") = 0" -v opendir="openat(AT_FDCWD, \"$dir\", " '
 		index($0, link) && index($0, dst) { linked = 1; next }
