@@ -124,19 +124,65 @@ _Noreturn void dq_cli_option(int c, const char *synopsis);
 void dq_cli_config(void);
 _Noreturn void dq_cli_version(void);		/* prints "prog VERSION", exits 0 */
 _Noreturn void dq_cli_print_config(void);		/* prints the configuration, exits 0 */
-/* Write a record to stdout; a broken stdout ends the program with 74. */
-void dq_emit(json_t *rec);
-/* A system error: log it (steals ctx) and exit at once with the status
- * that wins over the status so far. */
-_Noreturn void dq_stop(int status, const struct dq_err *, json_t *ctx);
-/* The record loop: fn for each record on stdin (borrowed).  Returns the
- * loop's own status: 65 for a malformed record, 74 for a read error. */
-int dq_each_record(void (*fn)(json_t *rec, void *arg), void *arg);
 /* --check: open and check the store (nonzero; DQ_CHECK_RAW and
  * DQ_CHECK_PROCESSED: probe the containers the program will write) and/or
  * the queue, creating nothing; exits 0, 69 or 78. */
 enum { DQ_CHECK_STORE = 1, DQ_CHECK_RAW = 2, DQ_CHECK_PROCESSED = 4 };
 _Noreturn void dq_cli_check(int store, int queue, const char *qname);
+
+/* loop.c: the record loops, one record at a time or jobs at once. */
+/* The record loop: fn for each record on stdin (borrowed).  Returns the
+ * loop's own status: 65 for a malformed record, 74 for a read error. */
+int dq_each_record(void (*fn)(json_t *rec, void *arg), void *arg);
+/* Write a record to stdout, whole, one writer at a time (any thread); a
+ * broken stdout ends the program with 74. */
+void dq_emit(json_t *rec);
+/* A system error: log it (steals ctx) and exit at once with the status
+ * that wins over status, and in a parallel loop over the loop's status so
+ * far; no thread writes a record after it.  Safe from any thread. */
+_Noreturn void dq_stop(int status, const struct dq_err *, json_t *ctx);
+/*
+ * The parallel form, for a stage whose work on a record takes long
+ * (dq-analyze; a long-lived stage of a stream): records from stdin worked
+ * on by jobs threads at once, their locks kept alive meanwhile.
+ *
+ * - wants(rec) (on the reading thread; NULL: every record): 0 passes the
+ *   record on untouched at once, 1 makes it a job.
+ * - A job holds its record's lease (lease.c) from the time it is read
+ *   until it is written out.  work(rec, job) runs on one of the threads
+ *   with rec the job's own copy of the record, to read and change freely;
+ *   it calls dq_job_keep() before each costly step and does not start one
+ *   when that says the lock is lost.  It returns the record's status (0,
+ *   or the DQ_EX_* of the error it wrote into rec).  The record written
+ *   out is that copy with its receipt as last renewed.
+ * - fail(rec, err) writes err into rec as the stage writes its own record
+ *   errors (and logs it), and returns its status: called for the records
+ *   a shutdown keeps from starting.
+ * - stdin is read only while a thread is free: at most 2*jobs records are
+ *   in hand.  Records are written in the order they are done.
+ * - SIGTERM and SIGINT are blocked in every thread and taken by one (for
+ *   the rest of the process): from then on no job starts, every record in
+ *   hand or still readable from stdin without waiting gets fail() with the
+ *   retryable record error "shutdown" and is written out, the jobs in
+ *   flight finish, and the loop returns.
+ * - A system error (from work, or a renewal the keeper cannot make) is
+ *   dq_stop(): nothing more is written, the process exits at once; the
+ *   messages in hand stay locked until their leases run out.
+ * Returns the worst of the records' statuses and the loop's own (65 for a
+ * malformed record, 74 for a read error).  One such loop per process.
+ */
+struct dq_job;
+struct dq_parallel {
+	int jobs;			/* threads, at least 1 */
+	int (*wants)(json_t *rec, void *arg);
+	int (*work)(json_t *rec, struct dq_job *, void *arg);
+	int (*fail)(json_t *rec, const struct dq_err *, void *arg);
+	void *arg;
+};
+int dq_each_record_parallel(const struct dq_parallel *);
+/* For work: renew the job's lock now if due; 0 while the lock is ours (or
+ * the record has none), -1 when it is lost. */
+int dq_job_keep(struct dq_job *);
 
 /* digest.c: hashes, OpenSSL's algorithms fetched once, on the first use. */
 typedef struct evp_md_st EVP_MD;
