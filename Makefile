@@ -100,6 +100,17 @@ check-asan:
 	sh tools/deps.sh test
 	$(MAKE) check-run B=build/asan CFLAGS="-O1 -g $(SAN)" LDFLAGS="$(SAN)"
 
+# ThreadSanitizer over the suites whose programs run threads (dq-analyze -j
+# and its lease keeper, and the worker that drives them); a race it reports
+# fails the program with 86.  26-analyze-threads also makes its own TSan
+# dq-analyze in every run.
+TSAN = -fsanitize=thread
+TSAN_SUITES = tests/bats/21-analyze.bats tests/bats/22-worker.bats tests/bats/26-analyze-threads.bats
+check-tsan:
+	$(MAKE) all B=build/tsan CFLAGS="-O1 -g $(TSAN)" LDFLAGS="$(TSAN)"
+	DQ_TOP="$(CURDIR)" DQ_BUILD="$(CURDIR)/build/tsan" DQ_TSAN_BUILD="$(CURDIR)/build/tsan" \
+		TSAN_OPTIONS="exitcode=86" $(BATS) $(BATS_JOBS) $(TSAN_SUITES)
+
 demo:
 	sh tools/deps.sh build
 	$(MAKE) all
@@ -144,4 +155,4 @@ deps-test:
 clean:
 	rm -rf bin lib/*.o lib/*/*.o lib/*/*/*.o lib/libdq.a tools/dq-synth tests/unit/*-test build tests/fuzz/fuzz-ingest
 
-.PHONY: all deps-check install check check-run check-long check-asan demo lint deps-build deps-test clean
+.PHONY: all deps-check install check check-run check-long check-asan check-tsan demo lint deps-build deps-test clean

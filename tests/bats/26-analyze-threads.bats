@@ -1,0 +1,102 @@
+#!/usr/bin/env bats
+# dq-analyze -j N: store, queue and analyzer calls from N threads at once,
+# without a lock of the program's own (dq.h's promise), proved under
+# ThreadSanitizer, and the same records as one thread gives.
+
+load helpers
+
+setup_file() {
+	# 80 small parts: 40 good, 40 with defects, of one SKU.
+	dq-synth -s 26 -o "$BATS_FILE_TMPDIR/s" -W 160 -H 120 --refs 3 --good 40 --defects 40 >/dev/null 2>&1
+}
+
+setup() {
+	dq_env
+	S=$BATS_FILE_TMPDIR/s
+	export DQ_ANALYZER=reference DQ_REFERENCE_DIR=$S/reference DQ_CACHE_DIR=$BATS_TEST_TMPDIR/cache
+}
+
+# messages FILE: the 80 samples stored, their message records in FILE:
+# the first 10 under a SKU without references (a permanent error), the
+# rest under WK-KN-200.
+messages() {
+	local files
+	mapfile -t files < <(ls "$S"/samples/*)
+	{
+		dq-put --sku WK-KN-999 --facility f "${files[@]:0:10}"
+		dq-put --sku WK-KN-200 --facility f "${files[@]:10}"
+	} 2>/dev/null >"$1"
+}
+
+# prime FILE: the first 40 records of FILE analyzed and stored (10 failure
+# markers, 30 artifacts), so that --skip-existing finds them.
+prime() {
+	head -40 "$1" | dq-analyze -j 2 2>/dev/null | dq-put >/dev/null 2>&1 || true
+}
+
+# strip: records without what differs between runs (the time fields), one
+# line each, sorted by image.
+strip() {
+	jq -c 'del(.artifact.timestamps.processed_at, .artifact.analysis.duration_ms)' "$@" | sort
+}
+
+# tsan_build: a ThreadSanitizer build of dq-analyze (made or brought up to
+# date), its bin directory on stdout; or the reason it cannot be had.
+tsan_build() {
+	local b=${DQ_TSAN_BUILD:-$DQ_TOP/build/tsan} cc=${CC:-cc}
+	printf '#include <pthread.h>\nstatic void *f(void *a) { return a; }\nint main(void) { pthread_t t; return pthread_create(&t, 0, f, 0) || pthread_join(t, 0); }\n' \
+		>"$BATS_TEST_TMPDIR/probe.c"
+	if ! "$cc" -fsanitize=thread -o "$BATS_TEST_TMPDIR/probe" "$BATS_TEST_TMPDIR/probe.c" >"$BATS_TEST_TMPDIR/probe.log" 2>&1 ||
+		! "$BATS_TEST_TMPDIR/probe" >>"$BATS_TEST_TMPDIR/probe.log" 2>&1; then
+		echo "ThreadSanitizer is not usable with $cc here: $(head -c 300 "$BATS_TEST_TMPDIR/probe.log")"
+		return 1
+	fi
+	if ! make -s -C "$DQ_TOP" -j2 "$b/bin/dq-analyze" B="$b" CC="$cc" \
+		CFLAGS="-O1 -g -fsanitize=thread" LDFLAGS="-fsanitize=thread" >"$BATS_TEST_TMPDIR/make.log" 2>&1; then
+		echo "the ThreadSanitizer build failed: $(tail -c 300 "$BATS_TEST_TMPDIR/make.log")"
+		return 1
+	fi
+	echo "$b/bin"
+}
+
+@test "-j 8 under ThreadSanitizer: store gets and lookups, renewals, the model cache and the log from 8 threads, no data race" {
+	local bin
+	bin=$(tsan_build) || skip "$bin"
+	messages "$BATS_TEST_TMPDIR/m"
+	prime "$BATS_TEST_TMPDIR/m"
+	# all 80 through the queue: receipts, so the keeper renews while analyses run
+	dq-enqueue <"$BATS_TEST_TMPDIR/m" >/dev/null 2>&1
+	export DQ_LOCK_SECONDS=2
+	dq-dequeue -n 80 2>/dev/null >"$BATS_TEST_TMPDIR/r"
+	assert_equal "$(wc -l <"$BATS_TEST_TMPDIR/r")" 80
+	rm -rf "$DQ_CACHE_DIR"	# the model built while 8 threads ask for it
+	# (a race that corrupts a list may also hang it: killed after 5 minutes)
+	TSAN_OPTIONS="exitcode=86 halt_on_error=0" LOG_LEVEL=DEBUG run --separate-stderr \
+		timeout -s KILL 300 "$bin/dq-analyze" -j 8 --skip-existing --annotate "$BATS_TEST_TMPDIR/ann" <"$BATS_TEST_TMPDIR/r"
+	# what ThreadSanitizer found, if anything: its reports only
+	refute_regex "$(grep -A 16 'WARNING: ThreadSanitizer' <<<"$stderr" | head -60)" 'ThreadSanitizer'
+	# the 10 markers record no message id, so these messages are analyzed again
+	assert_failure 65
+	assert_equal "$(jq -r 'if .skipped then "skipped " + .skipped.reason elif .artifact then "artifact" else .error.code end' <<<"$output" | sort | uniq -c | sed 's/^ *//' | tr '\n' ';')" \
+		"40 artifact;10 no_reference;30 skipped processed;"
+	[ "$(log_events "$stderr" | grep -c '^renewed$')" -ge 1 ]
+	assert_equal "$(find "$BATS_TEST_TMPDIR/ann" -name '*.png' | wc -l)" 40
+	# the receipts passed on are the live ones: every message settles
+	run --separate-stderr dq-dequeue --settle <<<"$output"
+	assert_equal "$(jq -r .settled <<<"$output" | sort | uniq -c | sed 's/^ *//' | tr '\n' ';')" "70 completed;10 dead-lettered;"
+}
+
+@test "-j 8 gives the records -j 1 gives, byte for byte apart from the time fields, run after run" {
+	messages "$BATS_TEST_TMPDIR/m"
+	prime "$BATS_TEST_TMPDIR/m"
+	run --separate-stderr dq-analyze -j 1 --skip-existing <"$BATS_TEST_TMPDIR/m"
+	assert_success
+	strip <<<"$output" >"$BATS_TEST_TMPDIR/one"
+	assert_equal "$(grep -c '"artifact"' "$BATS_TEST_TMPDIR/one")" 40
+	assert_equal "$(grep -c '"skipped"' "$BATS_TEST_TMPDIR/one")" 40
+	for round in 1 2 3; do
+		run --separate-stderr dq-analyze -j 8 --skip-existing <"$BATS_TEST_TMPDIR/m"
+		assert_success
+		assert_equal "$(strip <<<"$output" | cmp - "$BATS_TEST_TMPDIR/one" && echo same)" same
+	done
+}
