@@ -34,7 +34,7 @@ dq_annotate_write(const char *path, const unsigned char *data, size_t len,
 	struct dq_raster r;
 	json_t *b;
 	size_t i;
-	long t;
+	long thick;	/* of the lines */
 	int rc;
 
 	if (boxes != NULL && !json_is_array(boxes)) {
@@ -44,9 +44,9 @@ dq_annotate_write(const char *path, const unsigned char *data, size_t len,
 	if (dq_decode(data, len, 3, 0, 0, &r, err) == -1)
 		return -1;
 	/* lines about 1/400 of the image, so they show at any size */
-	t = (r.w > r.h ? r.w : r.h) / 400;
-	if (t < 2)
-		t = 2;
+	thick = (r.w > r.h ? r.w : r.h) / 400;
+	if (thick < 2)
+		thick = 2;
 	json_array_foreach(boxes, i, b) {
 		json_t *jx = json_object_get(b, "x"), *jy = json_object_get(b, "y");
 		json_t *jw = json_object_get(b, "width"), *jh = json_object_get(b, "height");
@@ -62,10 +62,10 @@ dq_annotate_write(const char *path, const unsigned char *data, size_t len,
 		if (w <= 0 || h <= 0)
 			continue;
 		/* drawn just outside the box, so the region itself stays visible */
-		fill(&r, x - t, y - t, x + w + t, y);
-		fill(&r, x - t, y + h, x + w + t, y + h + t);
-		fill(&r, x - t, y, x, y + h);
-		fill(&r, x + w, y, x + w + t, y + h);
+		fill(&r, x - thick, y - thick, x + w + thick, y);
+		fill(&r, x - thick, y + h, x + w + thick, y + h + thick);
+		fill(&r, x - thick, y, x, y + h);
+		fill(&r, x + w, y, x + w + thick, y + h);
 	}
 	rc = dq_png_write(path, &r, err);
 	dq_raster_free(&r);

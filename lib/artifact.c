@@ -125,7 +125,7 @@ dq_artifact_new(json_t *msg, const struct dq_analysis *a, const char *analyzer,
     const char *sha256, const struct dq_image_info *in, const char *processed_at,
     int64_t duration_ms)
 {
-	json_t *doc, *an, *img, *v, *mine;
+	json_t *doc, *analysis, *img, *v, *mine;
 	const char *k;
 
 	img = json_pack("{s:s,s:I,s:I}", "sha256", sha256,
@@ -133,17 +133,17 @@ dq_artifact_new(json_t *msg, const struct dq_analysis *a, const char *analyzer,
 	/* the analyzer's own image keys (what it sent, at what detail) follow */
 	if ((mine = json_object_get(a->analysis, "image")))
 		json_object_update_missing(img, mine);
-	an = json_pack("{s:s}", "analyzer", analyzer);
+	analysis = json_pack("{s:s}", "analyzer", analyzer);
 	json_object_foreach(a->analysis, k, v) {
 		if (strcmp(k, "image") == 0)
-			json_object_set(an, k, img);
+			json_object_set(analysis, k, img);
 		else if (strcmp(k, "analyzer") != 0 && strcmp(k, "duration_ms") != 0)
-			json_object_set(an, k, v);
+			json_object_set(analysis, k, v);
 	}
 	if (!mine)
-		json_object_set(an, "image", img);
+		json_object_set(analysis, "image", img);
 	json_decref(img);
-	json_object_set_new(an, "duration_ms", json_integer(duration_ms));
+	json_object_set_new(analysis, "duration_ms", json_integer(duration_ms));
 
 	doc = json_pack("{s:O,s:{s:O,s:s},s:O,s:o,s:s,s:o}",
 	    "image_id", json_object_get(msg, "image_id"),
@@ -152,7 +152,7 @@ dq_artifact_new(json_t *msg, const struct dq_analysis *a, const char *analyzer,
 	    "metadata", json_object_get(msg, "metadata"),
 	    "defect_findings", findings_ordered(a->findings),
 	    "model_version", a->model_version,
-	    "analysis", an);
+	    "analysis", analysis);
 	if (!doc)
 		dq_die(DQ_EX_TEMPFAIL, "cannot build the artifact");
 	return doc;
@@ -164,13 +164,13 @@ int
 dq_message_reprocess(json_t *msg, time_t *requested_at)
 {
 	json_t *rp = json_object_get(msg, "reprocess");
-	time_t t;
+	time_t requested;
 
 	if (!json_is_object(rp) ||
-	    dq_parse_rfc3339(json_string_value(json_object_get(rp, "requested_at")), &t) < 0)
+	    dq_parse_rfc3339(json_string_value(json_object_get(rp, "requested_at")), &requested) < 0)
 		return 0;
 	if (requested_at)
-		*requested_at = t;
+		*requested_at = requested;
 	return 1;
 }
 

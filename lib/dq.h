@@ -637,7 +637,7 @@ const char *dq_analyzer_choice(struct dq_err *);
  * $HOME/.cache/dq; malloc'd, NULL when none can be named. */
 char *dq_cache_dir(const char *cachedir);
 void dq_analyzer_close(struct dq_analyzer *);
-/* The operations, through the table (never an->ops directly). */
+/* The operations, through the table (never analyzer->ops directly). */
 int dq_analyzer_analyze(struct dq_analyzer *, const char *sku, const unsigned char *data,
     size_t len, const struct dq_image_info *, struct dq_analysis *out, struct dq_err *);
 int dq_analyzer_check(struct dq_analyzer *, const char *sku, struct dq_err *);

@@ -59,7 +59,7 @@ analyze(json_t *msg, const unsigned char *data, size_t len, const char *sha256,
 	struct dq_analysis a = { 0 };
 	const char *sku = json_string_value(json_object_get(json_object_get(msg, "metadata"), "product_sku"));
 	char sha[65], now[21];
-	int64_t t0;
+	int64_t started;
 	json_t *doc;
 
 	dq_sha256_hex(data, len, sha);
@@ -71,7 +71,7 @@ analyze(json_t *msg, const unsigned char *data, size_t len, const char *sha256,
 	/* The same validation as at the door: a broken image is an error, never a finding. */
 	if (dq_image_validate(data, len, &in, err) < 0)
 		return NULL;
-	t0 = dq_now_ms();
+	started = dq_now_ms();
 	if (dq_cfg.analyze_delay_ms > 0)
 		dq_sleep_ms((int64_t)dq_cfg.analyze_delay_ms);	/* test hook: a slow model */
 	if (dq_analyzer_analyze(analyzer, sku, data, len, &in, &a, err) < 0)
@@ -81,7 +81,7 @@ analyze(json_t *msg, const unsigned char *data, size_t len, const char *sha256,
 		return NULL;
 	}
 	dq_rfc3339(time(NULL), now);
-	doc = dq_artifact_new(msg, &a, dq_analyzer_name(analyzer), sha, &in, now, dq_now_ms() - t0);
+	doc = dq_artifact_new(msg, &a, dq_analyzer_name(analyzer), sha, &in, now, dq_now_ms() - started);
 	dq_analysis_free(&a);
 	if (annot && dq_annotate_write(annot, data, len,
 	    json_object_get(json_object_get(doc, "defect_findings"), "bounding_boxes"), err) < 0) {

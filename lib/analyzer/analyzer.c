@@ -66,10 +66,10 @@ dq_analyzer_open(struct dq_err *err)
 }
 
 void
-dq_analyzer_close(struct dq_analyzer *an)
+dq_analyzer_close(struct dq_analyzer *analyzer)
 {
-	if (an != NULL)
-		an->ops->close(an);
+	if (analyzer != NULL)
+		analyzer->ops->close(analyzer);
 }
 
 void
@@ -84,20 +84,20 @@ dq_analysis_free(struct dq_analysis *a)
 }
 
 const char *
-dq_analyzer_name(const struct dq_analyzer *an)
+dq_analyzer_name(const struct dq_analyzer *analyzer)
 {
-	return an->ops->name;
+	return analyzer->ops->name;
 }
 
 int
-dq_analyzer_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
+dq_analyzer_analyze(struct dq_analyzer *analyzer, const char *sku, const unsigned char *data,
     size_t len, const struct dq_image_info *info, struct dq_analysis *out, struct dq_err *err)
 {
-	return an->ops->analyze(an, sku, data, len, info, out, err);
+	return analyzer->ops->analyze(analyzer, sku, data, len, info, out, err);
 }
 
 int
-dq_analyzer_check(struct dq_analyzer *an, const char *sku, struct dq_err *err)
+dq_analyzer_check(struct dq_analyzer *analyzer, const char *sku, struct dq_err *err)
 {
-	return an->ops->check(an, sku, err);
+	return analyzer->ops->check(analyzer, sku, err);
 }

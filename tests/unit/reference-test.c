@@ -26,7 +26,7 @@
  */
 
 static const char *sku = "WK-KN-200";
-static struct dq_analyzer *an;
+static struct dq_analyzer *analyzer;
 
 static void
 usage(void)
@@ -72,15 +72,15 @@ analyze_one(const char *path, json_t **res, double *ms)
 	struct dq_err err;
 	unsigned char *data;
 	size_t len;
-	double t0;
+	double started;
 	int rc;
 
 	*res = NULL;
 	if (load(path, &data, &len) == -1)
 		return -1;
-	t0 = now_ms();
-	rc = dq_analyzer_analyze(an, sku, data, len, NULL, &a, &err);
-	*ms = now_ms() - t0;
+	started = now_ms();
+	rc = dq_analyzer_analyze(analyzer, sku, data, len, NULL, &a, &err);
+	*ms = now_ms() - started;
 	free(data);
 	if (rc == -1) {
 		*res = json_pack("{s:s, s:{s:s, s:s, s:s, s:i}}", "file", path, "error",
@@ -131,7 +131,7 @@ struct job {
 
 static struct job *jobs;
 static int njobs, next_job;
-static pthread_mutex_t jmu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t next_job_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void *
 worker(void *arg)
@@ -140,9 +140,9 @@ worker(void *arg)
 	for (;;) {
 		int i;
 
-		pthread_mutex_lock(&jmu);
+		pthread_mutex_lock(&next_job_lock);
 		i = next_job < njobs ? next_job++ : -1;
-		pthread_mutex_unlock(&jmu);
+		pthread_mutex_unlock(&next_job_lock);
 		if (i < 0)
 			return NULL;
 		jobs[i].rc = analyze_one(jobs[i].path, &jobs[i].res, &jobs[i].ms);
@@ -155,7 +155,7 @@ eval(const char *dir, int nthreads)
 	char *tp = dq_xasprintf("%s/truth.jsonl", dir), *line = NULL;
 	size_t cap = 0;
 	FILE *fp = fopen(tp, "r");
-	pthread_t th[64];
+	pthread_t threads[64];
 	int i, status = 0;
 
 	if (fp == NULL) {
@@ -163,14 +163,14 @@ eval(const char *dir, int nthreads)
 		return DQ_EX_NOINPUT;
 	}
 	while (getline(&line, &cap, fp) > 0) {
-		json_t *t = json_loads(line, 0, NULL);
+		json_t *truth = json_loads(line, 0, NULL);
 
-		if (t == NULL)
+		if (truth == NULL)
 			continue;
 		jobs = dq_xrealloc(jobs, (njobs + 1) * sizeof *jobs);
-		jobs[njobs].truth = t;
+		jobs[njobs].truth = truth;
 		jobs[njobs].path = dq_xasprintf("%s/%s", dir,
-		    json_string_value(json_object_get(t, "file")));
+		    json_string_value(json_object_get(truth, "file")));
 		jobs[njobs].res = NULL;
 		njobs++;
 	}
@@ -182,9 +182,9 @@ eval(const char *dir, int nthreads)
 	if (nthreads > 64)
 		nthreads = 64;
 	for (i = 0; i < nthreads; i++)
-		pthread_create(&th[i], NULL, worker, NULL);
+		pthread_create(&threads[i], NULL, worker, NULL);
 	for (i = 0; i < nthreads; i++)
-		pthread_join(th[i], NULL);
+		pthread_join(threads[i], NULL);
 	for (i = 0; i < njobs; i++) {
 		struct job *jb = &jobs[i];
 		json_t *f = json_object_get(jb->res, "defect_findings"), *o, *tb, *b;
@@ -263,17 +263,17 @@ main(int argc, char *argv[])
 	}
 	if (strcmp(argv[0], "open") == 0) {
 		/* the choice of DESIGN §1, from the environment */
-		if (dq_config_load(&err) == -1 || (an = dq_analyzer_open(&err)) == NULL) {
+		if (dq_config_load(&err) == -1 || (analyzer = dq_analyzer_open(&err)) == NULL) {
 			fprintf(stderr, "reference-test: %s\n", err.msg);
 			return err.status;
 		}
-		printf("{\"analyzer\":\"%s\"}\n", dq_analyzer_name(an));
-		dq_analyzer_close(an);
+		printf("{\"analyzer\":\"%s\"}\n", dq_analyzer_name(analyzer));
+		dq_analyzer_close(analyzer);
 		return 0;
 	}
 	if (strcmp(argv[0], "eval") == 0 && argc == 2 && refdir == NULL)
 		refdir = own = dq_xasprintf("%s/reference", argv[1]);
-	if ((an = dq_analyzer_reference_open(refdir, cachedir, &err)) == NULL) {
+	if ((analyzer = dq_analyzer_reference_open(refdir, cachedir, &err)) == NULL) {
 		fprintf(stderr, "reference-test: %s\n", err.msg);
 		return err.status;
 	}
@@ -318,7 +318,7 @@ main(int argc, char *argv[])
 		    nrun, nrun ? total / nrun : 0, best);
 	} else
 		usage();
-	dq_analyzer_close(an);
+	dq_analyzer_close(analyzer);
 	free(own);
 	if (fflush(stdout) == EOF || ferror(stdout))
 		return DQ_EX_IOERR;

@@ -749,10 +749,10 @@ bad_image:
 	m->sa = dq_xmalloc(n * sizeof(float));
 	m->sb = dq_xmalloc(n * sizeof(float));
 	for (p = 0; p < n; p++) {
-		double mu = acc.p[p] / nn, ma = accc[0].p[p] / nn, mb = accc[1].p[p] / nn;
+		double mean = acc.p[p] / nn, ma = accc[0].p[p] / nn, mb = accc[1].p[p] / nn;
 
-		m->mean[p] = (float)mu;
-		m->sd[p] = (float)fmax(acc2.p[p] / nn - mu * mu, 0);
+		m->mean[p] = (float)mean;
+		m->sd[p] = (float)fmax(acc2.p[p] / nn - mean * mean, 0);
 		m->ma[p] = (float)ma;
 		m->mb[p] = (float)mb;
 		m->sa[p] = (float)fmax(accc2[0].p[p] / nn - ma * ma, 0);

@@ -47,10 +47,10 @@
 
 #include "reference.h"
 
-struct refan {
+struct reference_analyzer {
 	char *refdir, *cachedir;
 	int cache_explicit;		/* DQ_CACHE_DIR, not a default */
-	pthread_mutex_t mu;
+	pthread_mutex_t models_lock;	/* models: loaded or built once per SKU */
 	struct dq_refmodel *models;
 };
 
@@ -59,19 +59,19 @@ struct refan {
  * mutex (other threads wait for it), then only read.
  */
 static struct dq_refmodel *
-model_for(struct refan *ra, const char *sku, struct dq_err *err)
+model_for(struct reference_analyzer *state, const char *sku, struct dq_err *err)
 {
 	struct dq_refmodel *m;
 
-	pthread_mutex_lock(&ra->mu);
-	for (m = ra->models; m; m = m->next)
+	pthread_mutex_lock(&state->models_lock);
+	for (m = state->models; m; m = m->next)
 		if (strcmp(m->sku, sku) == 0)
 			break;
-	if (m == NULL && (m = dq_refmodel_get(ra->refdir, ra->cachedir, sku, err)) != NULL) {
-		m->next = ra->models;
-		ra->models = m;
+	if (m == NULL && (m = dq_refmodel_get(state->refdir, state->cachedir, sku, err)) != NULL) {
+		m->next = state->models;
+		state->models = m;
 	}
-	pthread_mutex_unlock(&ra->mu);
+	pthread_mutex_unlock(&state->models_lock);
 	return m;
 }
 
@@ -540,11 +540,11 @@ analysis_json(const struct dq_refmodel *m, const char *sku, const struct region 
 }
 
 static int
-ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
+ref_analyze(struct dq_analyzer *analyzer, const char *sku, const unsigned char *data,
     size_t len, const struct dq_image_info *info, struct dq_analysis *out,
     struct dq_err *err)
 {
-	struct refan *ra = an->priv;
+	struct reference_analyzer *state = analyzer->priv;
 	struct dq_refmodel *m;
 	struct dq_raster r;
 	struct dq_plane I, A, B, Iw, Aw, Bw;
@@ -557,7 +557,7 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
 
 	(void)info;
 	memset(out, 0, sizeof *out);
-	m = model_for(ra, sku, err);
+	m = model_for(state, sku, err);
 	if (m == NULL)
 		return -1;
 	if (dq_decode(data, len, 3, m->W, m->H, &r, err) == -1)
@@ -633,32 +633,32 @@ ref_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *data,
  * directory when DQ_CACHE_DIR names one; with one: its model.
  */
 static int
-ref_check(struct dq_analyzer *an, const char *sku, struct dq_err *err)
+ref_check(struct dq_analyzer *analyzer, const char *sku, struct dq_err *err)
 {
-	struct refan *ra = an->priv;
+	struct reference_analyzer *state = analyzer->priv;
 	char only[80];
 
 	if (sku == NULL)
-		return dq_reference_skus(ra->refdir, only, sizeof only, err) < 0 ||
-		    (ra->cache_explicit && dq_cachedir_check(ra->cachedir, err) < 0) ? -1 : 0;
-	return model_for(ra, sku, err) ? 0 : -1;
+		return dq_reference_skus(state->refdir, only, sizeof only, err) < 0 ||
+		    (state->cache_explicit && dq_cachedir_check(state->cachedir, err) < 0) ? -1 : 0;
+	return model_for(state, sku, err) ? 0 : -1;
 }
 
 static void
-ref_close(struct dq_analyzer *an)
+ref_close(struct dq_analyzer *analyzer)
 {
-	struct refan *ra = an->priv;
+	struct reference_analyzer *state = analyzer->priv;
 	struct dq_refmodel *m, *nx;
 
-	for (m = ra->models; m; m = nx) {
+	for (m = state->models; m; m = nx) {
 		nx = m->next;
 		dq_refmodel_free(m);
 	}
-	pthread_mutex_destroy(&ra->mu);
-	free(ra->refdir);
-	free(ra->cachedir);
-	free(ra);
-	free(an);
+	pthread_mutex_destroy(&state->models_lock);
+	free(state->refdir);
+	free(state->cachedir);
+	free(state);
+	free(analyzer);
 }
 
 static const struct dq_analyzer_ops ref_ops = {
@@ -671,19 +671,19 @@ static const struct dq_analyzer_ops ref_ops = {
 struct dq_analyzer *
 dq_analyzer_reference_open(const char *refdir, const char *cachedir, struct dq_err *err)
 {
-	struct dq_analyzer *an;
-	struct refan *ra;
+	struct dq_analyzer *analyzer;
+	struct reference_analyzer *state;
 
 	if (refdir == NULL || *refdir == '\0') {
 		dq_err_system(err, DQ_EX_CONFIG, "config",
 		    "the reference analyzer needs DQ_REFERENCE_DIR");
 		return NULL;
 	}
-	ra = dq_xcalloc(1, sizeof *ra);
-	ra->refdir = dq_xstrdup(refdir);
-	ra->cachedir = dq_cache_dir(cachedir);
-	ra->cache_explicit = cachedir && *cachedir;
-	pthread_mutex_init(&ra->mu, NULL);
+	state = dq_xcalloc(1, sizeof *state);
+	state->refdir = dq_xstrdup(refdir);
+	state->cachedir = dq_cache_dir(cachedir);
+	state->cache_explicit = cachedir && *cachedir;
+	pthread_mutex_init(&state->models_lock, NULL);
 	/*
 	 * An analysis allocates some 30 MB of planes and frees them at the
 	 * end; by default glibc hands that back to the kernel and the next
@@ -692,8 +692,8 @@ dq_analyzer_reference_open(const char *refdir, const char *cachedir, struct dq_e
 	 */
 	mallopt(M_MMAP_THRESHOLD, 64 << 20);
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
-	an = dq_xcalloc(1, sizeof *an);
-	an->ops = &ref_ops;
-	an->priv = ra;
-	return an;
+	analyzer = dq_xcalloc(1, sizeof *analyzer);
+	analyzer->ops = &ref_ops;
+	analyzer->priv = state;
+	return analyzer;
 }
