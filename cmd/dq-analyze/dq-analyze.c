@@ -118,9 +118,7 @@ work(json_t *rec, struct dq_job *job, void *arg)
 	if (dq_message_check(msg, &err) < 0)
 		goto out;
 	if (skip_existing) {
-		if ((r = dq_skip_existing(store, rec, &skipped, &err)) < 0 && err.scope == DQ_SCOPE_SYSTEM)
-			dq_stop(0, &err, ctx_of(msg, receipt));
-		if (r < 0)
+		if (dq_skip_existing(store, rec, &skipped, &err) < 0)
 			goto out;
 		if (skipped) {
 			dq_log(DQ_INFO, "skipped", ctx_of(msg, receipt), "skipped: %s in %s",
@@ -136,11 +134,8 @@ work(json_t *rec, struct dq_job *job, void *arg)
 		    "the message's lock could not be kept: not analyzed");
 		goto out;
 	}
-	if ((r = dq_store_get(store, cont, blob, &data, &len, NULL, &err)) < 0) {
-		if (err.scope == DQ_SCOPE_SYSTEM)
-			dq_stop(0, &err, ctx_of(msg, receipt));
+	if ((r = dq_store_get(store, cont, blob, &data, &len, NULL, &err)) < 0)
 		goto out;
-	}
 	if (r == 0) {
 		/* Not the image's content: tried again, never marked failed. */
 		dq_err_set(&err, DQ_SCOPE_RECORD, DQ_EX_TEMPFAIL, 1, "raw_missing",
@@ -166,8 +161,6 @@ work(json_t *rec, struct dq_job *job, void *arg)
 			break;
 		}
 	}
-	if (!doc && err.scope == DQ_SCOPE_SYSTEM)
-		dq_stop(0, &err, ctx_of(msg, receipt));
 	if (doc)
 		dq_log(DQ_INFO, "analyzed", json_pack("{s:s,s:O,s:O,s:O}", "image_id", id,
 		    "defect_type", json_object_get(json_object_get(doc, "defect_findings"), "defect_type"),
@@ -175,6 +168,9 @@ work(json_t *rec, struct dq_job *job, void *arg)
 		    "duration_ms", json_object_get(json_object_get(doc, "analysis"), "duration_ms")),
 		    "%s", json_string_value(json_object_get(json_object_get(doc, "defect_findings"), "description")));
 out:
+	/* a system error (the store's, the analyzer's) stops the stage */
+	if (!skipped && !doc && err.scope == DQ_SCOPE_SYSTEM)
+		dq_stop(0, &err, ctx_of(msg, receipt));
 	if (skipped)
 		json_object_set_new(rec, "skipped", skipped);
 	else if (doc) {
