@@ -91,7 +91,7 @@ emit_stored(const char *blob, void *arg)
 {
 	struct dq_err err;
 	json_t *meta = NULL, *msg, *rec;
-	char id[37], an[64];
+	char id[37], artifact[64];
 	/* arg: "unanalyzed" lists only images without an artifact */
 	int unanalyzed = arg != NULL && strcmp(arg, "unanalyzed") == 0;
 
@@ -102,8 +102,8 @@ emit_stored(const char *blob, void *arg)
 	if (!dq_uuid_valid(id))
 		return 0;
 	if (unanalyzed) {
-		dq_artifact_name(id, an, sizeof an);
-		int r = dq_store_exists(store, dq_cfg.processed_container, an, &err);
+		dq_artifact_name(id, artifact, sizeof artifact);
+		int r = dq_store_exists(store, dq_cfg.processed_container, artifact, &err);
 		if (r < 0)
 			dq_stop(status, &err, NULL);
 		if (r > 0)
