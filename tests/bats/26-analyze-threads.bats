@@ -5,15 +5,11 @@
 
 load helpers
 
-setup_file() {
-	# 80 small parts: 40 good, 40 with defects, of one SKU.
-	dq-synth -s 26 -o "$BATS_FILE_TMPDIR/s" -W 160 -H 120 --refs 3 --good 40 --defects 40 >/dev/null 2>&1
-}
-
 setup() {
 	dq_env
-	S=$BATS_FILE_TMPDIR/s
-	export DQ_ANALYZER=reference DQ_REFERENCE_DIR=$S/reference DQ_CACHE_DIR=$BATS_TEST_TMPDIR/cache
+	# 80 small parts: 40 good, 40 with defects, of one SKU; a model cache per test
+	reference_setup 26 -W 160 -H 120 --refs 3 --good 40 --defects 40
+	export DQ_CACHE_DIR=$BATS_TEST_TMPDIR/cache
 }
 
 # messages FILE: the 80 samples stored, their message records in FILE:
