@@ -70,6 +70,20 @@ void dq_wipe(void *, size_t);		/* explicit_bzero */
 int dq_status_merge(int a, int b);	/* the one that wins by DESIGN §3's order */
 int dq_finish_stdout(int status);	/* flush+close stdout; 74 on failure */
 /*
+ * The exit status of a failed system call's errno, by dq(7)'s one table:
+ * 78 a refusal or an unusable path, 75 a resource that ran out (disk
+ * space, descriptors, memory, EINTR, EAGAIN), 74 any other.  kind (may be
+ * NULL) says which, for a backend's error code.
+ */
+enum dq_errno_kind {
+	DQ_ERRNO_IO,		/* 74 */
+	DQ_ERRNO_REFUSED,	/* 78: EACCES, EPERM, EROFS */
+	DQ_ERRNO_BAD_PATH,	/* 78: ENOTDIR, ENAMETOOLONG, ELOOP */
+	DQ_ERRNO_NO_SPACE,	/* 75: ENOSPC, EDQUOT */
+	DQ_ERRNO_BUSY,		/* 75: EMFILE, ENFILE, ENOMEM, EAGAIN, EINTR */
+};
+int dq_errno_status(int e, enum dq_errno_kind *kind);
+/*
  * Read a whole regular file of at most max bytes, opened without blocking:
  * 0, or -1 with errno (EFBIG past max, EISDIR a directory, ENXIO a FIFO,
  * socket or device).  _nofollow refuses a symbolic link (ELOOP), for the

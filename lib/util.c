@@ -110,6 +110,47 @@ dq_status_merge(int a, int b)
 	return a ? a : b;
 }
 
+/*
+ * dq(7)'s table of what a failed system call means for the exit status.
+ * A refusal (permissions, a read-only file system) or a path that can
+ * never work is configuration, 78; a resource that ran out and comes
+ * back (disk space, descriptors, memory, an interrupted or would-block
+ * call) is transient, 75; anything else is an I/O error, 74.
+ */
+static const struct {
+	int errnum;
+	int status;
+	enum dq_errno_kind kind;
+} errno_statuses[] = {
+	{ EACCES, DQ_EX_CONFIG, DQ_ERRNO_REFUSED },
+	{ EPERM, DQ_EX_CONFIG, DQ_ERRNO_REFUSED },
+	{ EROFS, DQ_EX_CONFIG, DQ_ERRNO_REFUSED },
+	{ ENOTDIR, DQ_EX_CONFIG, DQ_ERRNO_BAD_PATH },
+	{ ENAMETOOLONG, DQ_EX_CONFIG, DQ_ERRNO_BAD_PATH },
+	{ ELOOP, DQ_EX_CONFIG, DQ_ERRNO_BAD_PATH },
+	{ ENOSPC, DQ_EX_TEMPFAIL, DQ_ERRNO_NO_SPACE },
+	{ EDQUOT, DQ_EX_TEMPFAIL, DQ_ERRNO_NO_SPACE },
+	{ EMFILE, DQ_EX_TEMPFAIL, DQ_ERRNO_BUSY },
+	{ ENFILE, DQ_EX_TEMPFAIL, DQ_ERRNO_BUSY },
+	{ ENOMEM, DQ_EX_TEMPFAIL, DQ_ERRNO_BUSY },
+	{ EAGAIN, DQ_EX_TEMPFAIL, DQ_ERRNO_BUSY },
+	{ EINTR, DQ_EX_TEMPFAIL, DQ_ERRNO_BUSY },
+};
+
+int
+dq_errno_status(int e, enum dq_errno_kind *kind)
+{
+	for (size_t i = 0; i < sizeof errno_statuses / sizeof errno_statuses[0]; i++)
+		if (errno_statuses[i].errnum == e) {
+			if (kind)
+				*kind = errno_statuses[i].kind;
+			return errno_statuses[i].status;
+		}
+	if (kind)
+		*kind = DQ_ERRNO_IO;
+	return DQ_EX_IOERR;
+}
+
 int
 dq_finish_stdout(int status)
 {

@@ -140,44 +140,22 @@ mkpath(char *buf, size_t n, const char *fmt, ...)
 	return 0;
 }
 
-/* A spool failure is no message's fault: system scope. */
+/* A spool failure is no message's fault: system scope, status by errno. */
 static int
 syserr(struct dq_err *err, const char *what, const char *path)
 {
-	int e = errno, status;
-	const char *code;
+	static const char *const codes[] = {
+		[DQ_ERRNO_IO] = "spool_io",
+		[DQ_ERRNO_REFUSED] = "permission_denied",
+		[DQ_ERRNO_BAD_PATH] = "bad_spool",
+		[DQ_ERRNO_NO_SPACE] = "no_space",
+		[DQ_ERRNO_BUSY] = "spool_busy",
+	};
+	int e = errno;
+	enum dq_errno_kind kind;
+	int status = dq_errno_status(e, &kind);
 
-	switch (e) {
-	case EACCES:
-	case EPERM:
-	case EROFS:
-		status = DQ_EX_CONFIG;
-		code = "permission_denied";
-		break;
-	case ENOTDIR:
-	case ENAMETOOLONG:
-	case ELOOP:
-		status = DQ_EX_CONFIG;
-		code = "bad_spool";
-		break;
-	case ENOSPC:
-	case EDQUOT:
-		status = DQ_EX_TEMPFAIL;
-		code = "no_space";
-		break;
-	case EMFILE:
-	case ENFILE:
-	case ENOMEM:
-	case EAGAIN:
-		status = DQ_EX_TEMPFAIL;
-		code = "spool_busy";
-		break;
-	default:
-		status = DQ_EX_IOERR;
-		code = "spool_io";
-		break;
-	}
-	dq_err_system(err, status, code, "local queue: unable to %s %s: %s",
+	dq_err_system(err, status, codes[kind], "local queue: unable to %s %s: %s",
 	    what, path, strerror(e));
 	errno = e;
 	return -1;

@@ -30,17 +30,13 @@ struct local {
 	char *root;	/* DQ_LOCAL_DIR/store */
 };
 
+/* A store failure is a system error, its status by errno (dq(7)). */
 static int
 sys_err(struct dq_err *err, const char *what, const char *path)
 {
-	int e = errno;
-	/* Permissions and a path that is no directory are configuration;
-	 * a full disk passes; anything else is an I/O error. */
-	int cfg = e == EACCES || e == EPERM || e == EROFS || e == ENOTDIR ||
-	    e == ENAMETOOLONG || e == ELOOP;
-	int st = cfg ? DQ_EX_CONFIG : e == ENOSPC || e == EDQUOT ? DQ_EX_TEMPFAIL : DQ_EX_IOERR;
+	int e = errno, st = dq_errno_status(e, NULL);
 
-	dq_err_system(err, st, cfg ? "store_config" : "store_io",
+	dq_err_system(err, st, st == DQ_EX_CONFIG ? "store_config" : "store_io",
 	    "local store: %s %s: %s", what, path, strerror(e));
 	return -1;
 }
