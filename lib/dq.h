@@ -304,6 +304,10 @@ char *dq_json_dumps(json_t *);
 double dq_round(double v, int places);
 /* locked_until of a receipt in ms since the epoch, 0 when unknown. */
 int64_t dq_receipt_locked_until_ms(json_t *receipt);
+/* The log context of a record, the same in every stage: {image_id,
+ * message_id, delivery_count} from its message and receipt, the strings
+ * left out where absent (new reference, for dq_log's ctx). */
+json_t *dq_record_log_ctx(json_t *rec);
 
 /* image.c: header sniffing, no pixel decoding. */
 enum dq_image_type { DQ_IMG_UNKNOWN, DQ_IMG_JPEG, DQ_IMG_PNG, DQ_IMG_WEBP };
@@ -604,6 +608,18 @@ int dq_queue_dead_letter(struct dq_queue *, json_t *receipt, const char *reason,
 int dq_queue_renew(struct dq_queue *, json_t *receipt, struct dq_err *);
 int dq_queue_check(struct dq_queue *, struct dq_err *);
 const char *dq_queue_backend(const struct dq_queue *);	/* "local", "servicebus" */
+/*
+ * The queues that records' receipts name, each opened once and kept until
+ * dq_queues_free.  dq_queues_for gives the queue receipt["queue"] names
+ * (dq_cfg.queue when it names none), checking that receipt["backend"] is
+ * that queue's: NULL with a system error otherwise (78 backend_mismatch,
+ * 64 too_many_queues past 8 names, or dq_queue_open's error).  Safe to
+ * call from several threads at once (the lease keeper's and a stage's).
+ */
+struct dq_queues;
+struct dq_queues *dq_queues_new(void);
+struct dq_queue *dq_queues_for(struct dq_queues *, json_t *receipt, struct dq_err *);
+void dq_queues_free(struct dq_queues *);
 
 /* queue/local.c */
 struct dq_queue *dq_queue_local_open(const char *dir, const char *name, struct dq_err *);
@@ -752,21 +768,43 @@ int dq_artifact_put(struct dq_store *, json_t *doc, enum dq_put_mode, struct dq_
 
 /* settle.c: what becomes of a record at the end of the pipeline (dq(7)). */
 enum dq_action { DQ_COMPLETE, DQ_ABANDON, DQ_DEAD_LETTER };
+/* What dq-put stores for a record. */
+enum dq_keep { DQ_KEEP_NOTHING, DQ_KEEP_ARTIFACT, DQ_KEEP_MARKER };
+/* The log event a decision deserves (settle.c's table names them). */
+enum dq_fate_event {
+	DQ_EVENT_NONE,
+	DQ_EVENT_POISON,	/* "poison": failed for good, dead-lettered */
+	DQ_EVENT_NOT_RESENT,	/* "not_resent": the resend was dropped */
+	DQ_EVENT_INCOMPLETE,	/* "incomplete": lacks the --require key */
+};
 struct dq_fate {
 	enum dq_action action;
-	int marker;		/* the image's own failure for good: write a failure marker */
+	enum dq_keep keep;	/* for dq-put: the artifact, a failure marker, nothing */
+	int broker;		/* a dead-lettering abandoned for the broker to do */
 	const char *reason;	/* why (dead-letter reason, abandon cause); borrowed from rec */
 	const char *description;
-	const char *event;	/* a log event the decision deserves ("poison", ...) or NULL */
+	enum dq_fate_event event;
 };
 /* 0 when the record error (rec["error"]) is about the circumstances
  * (dq(7)'s table: shutdown, lock_lost, raw_missing, an outage), not the image. */
 int dq_error_is_images(json_t *error);
 /*
- * The one decision for rec: marker or not (for dq-put), complete, abandon
- * or dead-letter (for dq-dequeue --settle).  require NULL: no --require.
+ * The one decision for rec: what dq-put stores, and complete, abandon or
+ * dead-letter for dq-dequeue --settle.  require NULL: no --require.  q is
+ * the queue that settles it (NULL for dq-put): where it cannot
+ * dead-letter (Service Bus) a dead-lettering is abandoned for the broker.
+ * A record read from the dead-letter queue is abandoned, back there.
  */
-void dq_record_fate(json_t *rec, long max_attempts, const char *require, struct dq_fate *);
+void dq_record_fate(json_t *rec, long max_attempts, const char *require,
+    const struct dq_queue *q, struct dq_fate *);
+/*
+ * Settle rec's receipt through q as dq_record_fate decides, logging the
+ * decision's event and the settlement, and set rec["settled"] to what
+ * happened ("completed", "abandoned", "dead-lettered").  0, or -1 with
+ * the queue's error (rec untouched).
+ */
+int dq_settle(struct dq_queue *, json_t *rec, long max_attempts, const char *require,
+    struct dq_err *);
 
 /* lease.c: keeping alive the locks of the records a stage holds. */
 struct dq_keeper;

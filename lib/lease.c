@@ -16,15 +16,13 @@
  * stage (everything else), and Jansson objects are not thread-safe: each
  * lease has a mutex, and a stage reads or changes its record only between
  * dq_lease_lock() and dq_lease_unlock().  Lock order: keeper mu, then a
- * lease's mu, then the queue mutex; never the other way.
+ * lease's mu; the queues (dq_queues_for, the renewal) lock for themselves.
  */
 #include <pthread.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "dq.h"
 
-#define MAX_QUEUES 8
 #define BATCH 64		/* renewals taken per pass */
 
 struct dq_lease {
@@ -39,23 +37,11 @@ struct dq_keeper {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	pthread_mutex_t qmu;	/* queue handles and calls */
-	struct dq_queue *queues[MAX_QUEUES];
+	struct dq_queues *queues;	/* those the receipts name */
 	struct dq_lease *held;
 	int finished;
 	void (*fatal)(const struct dq_err *, json_t *ctx);
 };
-
-static json_t *
-ctx_of(json_t *rec)
-{
-	json_t *r = json_object_get(rec, "receipt");
-
-	return json_pack("{s:s?,s:s?,s:I}",
-	    "image_id", json_string_value(json_object_get(json_object_get(rec, "message"), "image_id")),
-	    "message_id", json_string_value(json_object_get(r, "message_id")),
-	    "delivery_count", json_integer_value(json_object_get(r, "delivery_count")));
-}
 
 static int
 has_lock(json_t *rec)
@@ -75,34 +61,6 @@ due_ms(struct dq_lease *l)
 	return dq_receipt_locked_until_ms(json_object_get(l->rec, "receipt")) - l->span_ms / 2;
 }
 
-/* The queue a receipt names, one handle per name.  Under k->qmu. */
-static struct dq_queue *
-queue_for(struct dq_keeper *k, json_t *receipt)
-{
-	const char *name = json_string_value(json_object_get(receipt, "queue"));
-	const char *backend = json_string_value(json_object_get(receipt, "backend"));
-	struct dq_err err;
-	int i;
-
-	for (i = 0; i < MAX_QUEUES && k->queues[i]; i++)
-		if (name && strcmp(k->queues[i]->name, name) == 0)
-			return k->queues[i];
-	if (i == MAX_QUEUES) {
-		dq_err_system(&err, DQ_EX_USAGE, "too_many_queues", "records name more than %d queues",
-		    MAX_QUEUES);
-		k->fatal(&err, NULL);
-	}
-	if (!(k->queues[i] = dq_queue_open(name, &err)))
-		k->fatal(&err, NULL);
-	if (!backend || strcmp(backend, dq_queue_backend(k->queues[i])) != 0) {
-		dq_err_system(&err, DQ_EX_CONFIG, "backend_mismatch",
-		    "record was received from backend %s, configured is %s",
-		    backend ? backend : "(none)", dq_queue_backend(k->queues[i]));
-		k->fatal(&err, NULL);
-	}
-	return k->queues[i];
-}
-
 int
 dq_lease_keep(struct dq_keeper *k, struct dq_lease *l)
 {
@@ -116,19 +74,17 @@ dq_lease_keep(struct dq_keeper *k, struct dq_lease *l)
 	if (l->lost || due_ms(l) > now)
 		goto out;
 	receipt = json_object_get(l->rec, "receipt");
-	pthread_mutex_lock(&k->qmu);
-	q = queue_for(k, receipt);
-	r = dq_queue_renew(q, receipt, &err);
-	pthread_mutex_unlock(&k->qmu);
-	if (r < 0) {
+	if (!(q = dq_queues_for(k->queues, receipt, &err)))
+		k->fatal(&err, NULL);
+	if ((r = dq_queue_renew(q, receipt, &err)) < 0) {
 		if (err.scope == DQ_SCOPE_SYSTEM)
-			k->fatal(&err, ctx_of(l->rec));
-		dq_log_err(DQ_WARNING, "lock_lost", ctx_of(l->rec), &err);
+			k->fatal(&err, dq_record_log_ctx(l->rec));
+		dq_log_err(DQ_WARNING, "lock_lost", dq_record_log_ctx(l->rec), &err);
 		l->lost = 1;
 		goto out;
 	}
 	l->span_ms = dq_receipt_locked_until_ms(receipt) - now;
-	dq_log(DQ_DEBUG, "renewed", ctx_of(l->rec), "lock renewed until %s",
+	dq_log(DQ_DEBUG, "renewed", dq_record_log_ctx(l->rec), "lock renewed until %s",
 	    json_string_value(json_object_get(receipt, "locked_until")));
 out:
 	/* ours only while it has not run out */
@@ -205,7 +161,7 @@ dq_keeper_start(void (*fatal)(const struct dq_err *, json_t *ctx))
 
 	k->fatal = fatal;
 	pthread_mutex_init(&k->mu, NULL);
-	pthread_mutex_init(&k->qmu, NULL);
+	k->queues = dq_queues_new();
 	pthread_cond_init(&k->cv, NULL);	/* CLOCK_REALTIME, as dq_now_ms() */
 	if (pthread_create(&k->thread, NULL, keeper, k) != 0)
 		dq_die(DQ_EX_TEMPFAIL, "cannot start the lock keeper");
@@ -277,10 +233,8 @@ dq_keeper_stop(struct dq_keeper *k)
 	pthread_cond_signal(&k->cv);
 	pthread_mutex_unlock(&k->mu);
 	pthread_join(k->thread, NULL);
-	for (int i = 0; i < MAX_QUEUES && k->queues[i]; i++)
-		dq_queue_close(k->queues[i]);
+	dq_queues_free(k->queues);
 	pthread_cond_destroy(&k->cv);
 	pthread_mutex_destroy(&k->mu);
-	pthread_mutex_destroy(&k->qmu);
 	free(k);
 }

@@ -181,3 +181,14 @@ dq_receipt_locked_until_ms(json_t *receipt)
 		return 0;
 	return ms;
 }
+
+json_t *
+dq_record_log_ctx(json_t *rec)
+{
+	json_t *receipt = json_object_get(rec, "receipt");
+
+	return json_pack("{s:s?,s:s?,s:I}",
+	    "image_id", json_string_value(json_object_get(json_object_get(rec, "message"), "image_id")),
+	    "message_id", json_string_value(json_object_get(receipt, "message_id")),
+	    "delivery_count", json_integer_value(json_object_get(receipt, "delivery_count")));
+}

@@ -2,8 +2,10 @@
  * settle.c - what becomes of a record at the end of the pipeline: a
  * failure marker or not; completed, abandoned or dead-lettered.
  *
- * dq-put (the marker) and dq-dequeue --settle (the settlement) both ask
- * dq_record_fate(), so the two halves of the decision cannot drift apart.
+ * dq-put (what to store: an artifact, a failure marker or nothing) and
+ * dq-dequeue --settle (dq_settle: the settlement, its log events and the
+ * record's "settled") both ask dq_record_fate(), so the two halves of the
+ * decision cannot drift apart.
  *
  * The one judgement in it is whose fault an error is.  A failure of the
  * image's own (unreadable, no reference for its SKU, an answer that fails
@@ -45,13 +47,36 @@ dq_error_is_images(json_t *error)
 	return 1;
 }
 
+/* The decision's own log event, if it deserves one. */
+static const struct {
+	enum dq_level level;
+	const char *name;
+} events[] = {
+	[DQ_EVENT_NONE] = { DQ_DEBUG, NULL },
+	[DQ_EVENT_POISON] = { DQ_ERROR, "poison" },
+	[DQ_EVENT_NOT_RESENT] = { DQ_WARNING, "not_resent" },
+	[DQ_EVENT_INCOMPLETE] = { DQ_WARNING, "incomplete" },
+};
+
+/* Each action's past tense, which the record's "settled" says, and its
+ * log event. */
+static const struct {
+	const char *past;
+	const char *event;
+} actions[] = {
+	[DQ_COMPLETE] = { "completed", "completed" },
+	[DQ_ABANDON] = { "abandoned", "abandoned" },
+	[DQ_DEAD_LETTER] = { "dead-lettered", NULL },	/* the backend logs dead_lettered */
+};
+
 void
-dq_record_fate(json_t *rec, long max_attempts, const char *require, struct dq_fate *f)
+dq_record_fate(json_t *rec, long max_attempts, const char *require,
+    const struct dq_queue *q, struct dq_fate *f)
 {
 	json_t *e = json_object_get(rec, "error"), *sk = json_object_get(rec, "skipped");
-	json_int_t dc = json_integer_value(json_object_get(json_object_get(rec, "receipt"),
-	    "delivery_count"));
-	int retryable = 0, final;
+	json_t *receipt = json_object_get(rec, "receipt");
+	json_int_t dc = json_integer_value(json_object_get(receipt, "delivery_count"));
+	int retryable = 0, final, marker = 0;
 
 	memset(f, 0, sizeof *f);
 	f->action = DQ_COMPLETE;
@@ -61,10 +86,10 @@ dq_record_fate(json_t *rec, long max_attempts, const char *require, struct dq_fa
 		if (!(f->reason = json_string_value(json_object_get(e, "code"))))
 			f->reason = "error";
 		f->description = json_string_value(json_object_get(e, "message"));
-		f->marker = final && dq_error_is_images(e);
+		marker = final && dq_error_is_images(e);
 		f->action = final ? DQ_DEAD_LETTER : DQ_ABANDON;
 		if (final)
-			f->event = "poison";
+			f->event = DQ_EVENT_POISON;
 	} else if (sk) {
 		const char *why = json_string_value(json_object_get(sk, "reason"));
 		json_t *se = json_object_get(sk, "error");
@@ -79,18 +104,88 @@ dq_record_fate(json_t *rec, long max_attempts, const char *require, struct dq_fa
 				f->reason = "failure_marker";
 				f->description = "a failure marker answers for this message";
 			}
-			f->event = "poison";
+			f->event = DQ_EVENT_POISON;
 		}
 	} else if (json_is_true(json_object_get(json_object_get(rec, "enqueued"), "duplicate"))) {
 		f->action = DQ_ABANDON;
 		f->reason = "not_resent";
 		f->description = "the queue dropped the resend as a duplicate: "
 		    "not resent, so not removed";
-		f->event = "not_resent";
+		f->event = DQ_EVENT_NOT_RESENT;
 	} else if (require && !json_object_get(rec, require)) {
 		f->action = DQ_ABANDON;
 		f->reason = "incomplete";
 		f->description = "the record lacks the key --require names";
-		f->event = "incomplete";
+		f->event = DQ_EVENT_INCOMPLETE;
 	}
+	/* What dq-put stores: the artifact, else the image's own failure for
+	 * good; for a record skipped as done or failed already, nothing. */
+	if (!sk && json_object_get(rec, "artifact"))
+		f->keep = DQ_KEEP_ARTIFACT;
+	else if (!sk && marker)
+		f->keep = DQ_KEEP_MARKER;
+	if (f->action != DQ_DEAD_LETTER)
+		return;
+	if (json_is_true(json_object_get(receipt, "dead_letter"))) {
+		/* Read from the dead-letter queue: abandoned, it goes back there. */
+		f->action = DQ_ABANDON;
+		f->event = DQ_EVENT_NONE;
+	} else if (q && !dq_queue_can_dead_letter(q)) {
+		/* Service Bus: the broker dead-letters at MaxDeliveryCount. */
+		f->action = DQ_ABANDON;
+		f->broker = 1;
+	}
+}
+
+static void
+log_decision(json_t *rec, const struct dq_fate *f, const char *require)
+{
+	json_t *ctx;
+
+	if (f->event == DQ_EVENT_NONE)
+		return;
+	ctx = dq_record_log_ctx(rec);
+	if (f->event == DQ_EVENT_POISON) {
+		json_object_set_new(ctx, "reason", json_string(f->reason));
+		dq_log(events[f->event].level, events[f->event].name, ctx, "%s: %s%s", f->reason,
+		    f->description ? f->description : "",
+		    f->broker ? " (abandoned for the broker to dead-letter)" : "");
+	} else if (f->event == DQ_EVENT_INCOMPLETE)
+		dq_log(events[f->event].level, events[f->event].name, ctx,
+		    "record lacks \"%s\": abandoned, not completed", require);
+	else
+		dq_log(events[f->event].level, events[f->event].name, ctx, "%s", f->description);
+}
+
+int
+dq_settle(struct dq_queue *q, json_t *rec, long max_attempts, const char *require,
+    struct dq_err *err)
+{
+	json_t *receipt = json_object_get(rec, "receipt");
+	struct dq_fate f;
+	enum dq_action done;
+	int r;
+
+	dq_record_fate(rec, max_attempts, require, q, &f);
+	log_decision(rec, &f, require);
+	switch (f.action) {
+	case DQ_COMPLETE:
+		r = dq_queue_complete(q, receipt, err);
+		break;
+	case DQ_ABANDON:
+		r = dq_queue_abandon(q, receipt, err);
+		break;
+	default:
+		r = dq_queue_dead_letter(q, receipt, f.reason, f.description ? f.description : "",
+		    err);
+		break;
+	}
+	if (r < 0)
+		return -1;
+	/* What happened: an abandon of the last delivery is a dead-lettering. */
+	done = f.action == DQ_ABANDON && r == 1 ? DQ_DEAD_LETTER : f.action;
+	json_object_set_new(rec, "settled", json_string(actions[done].past));
+	if (actions[done].event)
+		dq_log(DQ_INFO, actions[done].event, dq_record_log_ctx(rec), "%s", actions[done].past);
+	return 0;
 }

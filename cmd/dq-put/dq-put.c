@@ -180,26 +180,22 @@ put_record(json_t *rec, enum dq_put_mode mode)
 	json_t *doc = json_object_get(rec, "artifact"), *msg = json_object_get(rec, "message"), *st;
 	const char *id;
 	char name[64];
-	int r;
+	int r, artifact;
 
-	if (json_object_get(rec, "skipped"))
-		return;
-	dq_record_fate(rec, max_attempts, NULL, &f);
-	if (doc)
-		id = json_string_value(json_object_get(doc, "image_id"));
-	else if (f.marker)
-		id = json_string_value(json_object_get(msg, "image_id"));
-	else
+	dq_record_fate(rec, max_attempts, NULL, NULL, &f);
+	if (f.keep == DQ_KEEP_NOTHING)
 		return;	/* nothing to write: passed on as it is */
+	artifact = f.keep == DQ_KEEP_ARTIFACT;
+	id = json_string_value(json_object_get(artifact ? doc : msg, "image_id"));
 	if (!dq_uuid_valid(id)) {
-		if (!doc)
+		if (!artifact)
 			return;	/* no message to mark: the error travels on */
 		dq_err_record(&err, "bad_artifact", "artifact has no valid image_id");
 		dq_record_set_error(rec, "put", &err);
 		status = dq_status_merge(status, err.status);
 		return;
 	}
-	if (doc) {
+	if (artifact) {
 		dq_artifact_name(id, name, sizeof name);
 		if (dq_message_reprocess(msg, NULL))
 			mode = DQ_PUT_REPLACE;
@@ -220,7 +216,7 @@ put_record(json_t *rec, enum dq_put_mode mode)
 	if (res.existing)
 		json_object_set_new(st, "existing", json_true());
 	json_object_set_new(rec, "stored", st);
-	dq_log(DQ_INFO, doc ? "artifact_stored" : "failure_marker",
+	dq_log(DQ_INFO, artifact ? "artifact_stored" : "failure_marker",
 	    json_pack("{s:s,s:s,s:b}", "image_id", id, "blob", name, "existing", res.existing),
 	    "%s %s/%s", res.existing ? "already stored:" : "stored",
 	    dq_cfg.processed_container, name);

@@ -1,4 +1,5 @@
-/* queue.c - choosing the queue backend. */
+/* queue.c - choosing the queue backend, and the queues receipts name. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +68,72 @@ struct dq_queue *
 dq_queue_open_check(const char *name, struct dq_err *err)
 {
 	return queue_open(name, 0, err);
+}
+
+/*
+ * The queues records name: a receipt settles or renews only through the
+ * queue it came from, on the backend it came from.  Few queues ever
+ * appear in one stream, so a short array; the mutex makes a lookup safe
+ * from the lease keeper's thread while a stage's threads look up too.
+ */
+#define QUEUES_MAX 8
+
+struct dq_queues {
+	pthread_mutex_t mu;
+	struct dq_queue *open[QUEUES_MAX];
+};
+
+struct dq_queues *
+dq_queues_new(void)
+{
+	struct dq_queues *qs = dq_xcalloc(1, sizeof *qs);
+
+	pthread_mutex_init(&qs->mu, NULL);
+	return qs;
+}
+
+struct dq_queue *
+dq_queues_for(struct dq_queues *qs, json_t *receipt, struct dq_err *err)
+{
+	const char *name = json_string_value(json_object_get(receipt, "queue"));
+	const char *backend = json_string_value(json_object_get(receipt, "backend"));
+	struct dq_queue *q = NULL;
+	size_t i;
+
+	if (!name)
+		name = dq_cfg.queue;
+	pthread_mutex_lock(&qs->mu);
+	for (i = 0; i < QUEUES_MAX && qs->open[i]; i++)
+		if (strcmp(qs->open[i]->name, name) == 0)
+			break;
+	if (i == QUEUES_MAX) {
+		dq_err_system(err, DQ_EX_USAGE, "too_many_queues",
+		    "records name more than %d queues", QUEUES_MAX);
+		goto out;
+	}
+	if (!qs->open[i] && !(qs->open[i] = dq_queue_open(name, err)))
+		goto out;
+	if (!backend || strcmp(backend, dq_queue_backend(qs->open[i])) != 0) {
+		dq_err_system(err, DQ_EX_CONFIG, "backend_mismatch",
+		    "record was received from backend %s, configured is %s",
+		    backend ? backend : "(none)", dq_queue_backend(qs->open[i]));
+		goto out;
+	}
+	q = qs->open[i];
+out:
+	pthread_mutex_unlock(&qs->mu);
+	return q;
+}
+
+void
+dq_queues_free(struct dq_queues *qs)
+{
+	if (!qs)
+		return;
+	for (size_t i = 0; i < QUEUES_MAX && qs->open[i]; i++)
+		dq_queue_close(qs->open[i]);
+	pthread_mutex_destroy(&qs->mu);
+	free(qs);
 }
 
 void

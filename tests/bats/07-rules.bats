@@ -56,5 +56,68 @@ starved() {
 	assert_equal "$(cat "$BATS_TEST_TMPDIR/enqueue.out")" ""
 	assert_equal "$(jq -r 'select(.level == "ERROR") | "\(.code) \(.msg | test("Too many open files"))"' \
 		"$BATS_TEST_TMPDIR/enqueue.err")" "spool_busy true"
-	assert_equal "$(ready_count)" 0
+	run --separate-stderr dq-dequeue --peek -n 10 -w 0
+	assert_success
+	assert_output ""
+}
+
+# messages N: N message records for images that need not exist
+messages() {
+	local i
+	for ((i = 0; i < $1; i++)); do
+		failed_message x | jq -c 'del(.error)'
+	done
+}
+
+@test "dq-put leaves a failure marker for exactly the image's own failures that dq-dequeue --settle dead-letters" {
+	export WORKER_MAX_DELIVERY_ATTEMPTS=1
+	messages 6 | dq-enqueue >/dev/null 2>&1
+	# by sequence number: an image's own permanent error, one on its last
+	# delivery, a circumstance's (no marker), an outage's (no marker),
+	# skipped as failed (its marker exists), no error at all
+	run --separate-stderr bash -c 'dq-dequeue -n 6 | jq -c "
+		def err(code; r): . + {error: {stage: \"analyze\", code: code, message: \"m\", retryable: r, scope: \"record\"}};
+		if .receipt.sequence_number == 1 then err(\"not_an_image\"; false)
+		elif .receipt.sequence_number == 2 then err(\"no_reference\"; true)
+		elif .receipt.sequence_number == 3 then err(\"raw_missing\"; true)
+		elif .receipt.sequence_number == 4 then err(\"model_down\"; true) | .error.http_status = 503
+		elif .receipt.sequence_number == 5 then . + {skipped: {reason: \"failed\", error: {code: \"no_reference\", message: \"m\"}}}
+		else . end" | dq-put | dq-dequeue --settle'
+	assert_success
+	assert_equal "$(jq -r '"\(.receipt.sequence_number) \(.stored.blob_name // "-" | sub("^[0-9a-f-]{36}"; "")) \(.settled)"' <<<"$output")" \
+		"1 .error.json dead-lettered
+2 .error.json dead-lettered
+3 - dead-lettered
+4 - dead-lettered
+5 - dead-lettered
+6 - completed"
+	assert_equal "$(jq -r 'select(.event == "poison") | .reason' <<<"$stderr" | tr '\n' ' ')" \
+		"not_an_image no_reference raw_missing model_down no_reference "
+	assert_equal "$(jq -r 'select(.event == "failure_marker") | .image_id' <<<"$stderr" | sort)" \
+		"$(jq -r 'select(.stored) | .message.image_id' <<<"$output" | sort)"
+}
+
+@test "a record read from the dead-letter queue that fails again goes back there, with no poison logged" {
+	messages 1 | dq-enqueue >/dev/null 2>&1
+	dq-dequeue | jq -c '. + {error: {stage: "analyze", code: "model_down", message: "m", retryable: false, scope: "record"}}' |
+		dq-dequeue --settle >/dev/null 2>&1
+	run --separate-stderr bash -c 'dq-dequeue --dead-letter | jq -c ".error.code = \"again\" | .error.retryable = false" | dq-dequeue --settle'
+	assert_success
+	assert_equal "$(jq -r .settled <<<"$output")" abandoned
+	assert_equal "$(log_events "$stderr" | grep -cE '^(poison|dead_lettered)$')" 0
+	run --separate-stderr dq-dequeue --dead-letter --peek -n 10 -w 0
+	assert_success
+	assert_equal "$(jq -r '"\(.receipt.dead_letter_reason) \(.receipt.delivery_count)"' <<<"$output")" "model_down 2"
+}
+
+@test "every receipt's backend is checked, not only the first one of its queue" {
+	messages 2 | dq-enqueue >/dev/null 2>&1
+	run --separate-stderr bash -c 'dq-dequeue -n 2 | jq -c "if .receipt.sequence_number == 2 then .receipt.backend = \"servicebus\" else . end" | dq-dequeue --settle'
+	assert_failure 78
+	assert_equal "$(jq -r '"\(.receipt.sequence_number) \(.settled)"' <<<"$output")" "1 completed"
+	assert_equal "$(jq -r 'select(.level == "ERROR") | "\(.code): \(.msg)"' <<<"$stderr")" \
+		"backend_mismatch: record was received from backend servicebus, configured is local"
+	run --separate-stderr dq-dequeue --peek -n 10 -w 0
+	assert_success
+	assert_equal "$(jq -r .receipt.sequence_number <<<"$output")" 2
 }
