@@ -120,10 +120,37 @@ fail(struct dq_response *r, int status, const char *code, const char *fmt, ...)
 	    "message", msg));
 }
 
-static void
-fail_err(struct dq_response *r, int status, const struct dq_err *e)
+/*
+ * The HTTP status of a record error.  The request's own (multipart.c)
+ * carry theirs from where they are made; those of the core (the image's
+ * validation, the raw-image store), which knows no HTTP, get it from this
+ * one table by their code; any other is 400.
+ */
+static const struct {
+	const char *code;
+	int http;
+} http_of_code[] = {
+	{ "not_an_image", 415 },
+	{ "too_large", 413 },
+	{ "too_many_pixels", 413 },
+	{ "conflict", 409 },
+};
+
+static int
+http_status_of(const struct dq_err *e)
 {
-	fail(r, status, e->code[0] ? e->code : "error", "%s", e->msg);
+	if (e->http_status)
+		return e->http_status;
+	for (size_t i = 0; i < sizeof http_of_code / sizeof http_of_code[0]; i++)
+		if (strcmp(e->code, http_of_code[i].code) == 0)
+			return http_of_code[i].http;
+	return 400;
+}
+
+static void
+fail_err(struct dq_response *r, const struct dq_err *e)
+{
+	fail(r, http_status_of(e), e->code[0] ? e->code : "error", "%s", e->msg);
 }
 
 /*
@@ -464,7 +491,7 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 		mp.field_max = FIELD_MAX;
 		mp.metadata_max = METADATA_MAX;
 		if (dq_multipart_parse(&mp, q->read, q->read_arg, length, &e) < 0) {
-			fail_err(r, e.http_status ? e.http_status : 400, &e);
+			fail_err(r, &e);
 			goto out;
 		}
 		if (!mp.image_seen) {
@@ -493,7 +520,7 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 		goto out;
 	}
 	if (f.metadata && (extra = dq_extra_parse("metadata", f.metadata, f.metadata_len, &e)) == NULL) {
-		fail_err(r, 400, &e);
+		fail_err(r, &e);
 		goto out;
 	}
 	if (got == 0) {
@@ -508,7 +535,7 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 	}
 	/* What it is first (415), then whether it is whole and small enough. */
 	if (dq_image_sniff(data, (size_t)got, &info, &e) < 0) {
-		fail_err(r, strcmp(e.code, "not_an_image") == 0 ? 415 : 400, &e);
+		fail_err(r, &e);
 		goto out;
 	}
 	if (f.declared != DQ_IMG_UNKNOWN && f.declared != info.type) {
@@ -523,9 +550,7 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 	up.data = data;
 	up.len = (size_t)got;
 	if (dq_raw_prepare(&up, &e) < 0) {
-		fail_err(r, strcmp(e.code, "too_many_pixels") == 0 ||
-		    strcmp(e.code, "too_large") == 0 ? 413 :
-		    strcmp(e.code, "not_an_image") == 0 ? 415 : 400, &e);
+		fail_err(r, &e);
 		goto out;
 	}
 	if (idem) {
@@ -551,12 +576,12 @@ ingest(struct dq_ingest *in, const struct dq_request *q, struct dq_response *r,
 	}
 	if (dq_raw_store(in->store, &up, idem ? id : NULL, &e) < 0) {
 		memcpy(r->image_id, up.image_id, sizeof up.image_id);
-		/* Another image under the id: with a key, another request. */
-		if (e.scope == DQ_SCOPE_RECORD && strcmp(e.code, "conflict") == 0 && idem)
+		/* Another image under the id (409): with a key, another request. */
+		if (e.scope == DQ_SCOPE_RECORD && http_status_of(&e) == 409 && idem)
 			fail(r, 422, "idempotency_key_reused",
 			    "this Idempotency-Key was used with another request");
-		else if (e.scope == DQ_SCOPE_RECORD && strcmp(e.code, "conflict") == 0)
-			fail(r, 409, "conflict", "%s", e.msg);
+		else if (e.scope == DQ_SCOPE_RECORD && http_status_of(&e) == 409)
+			fail_err(r, &e);
 		else
 			fail_backend(r, "store", &e, 0);
 		goto out;
