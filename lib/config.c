@@ -22,7 +22,18 @@
 
 struct dq_config dq_cfg;
 
-enum kind { STR, SECRET, INT, SIZE, SECS, FLAG, LEVEL, FORMAT };
+enum kind { STR, SECRET, INT, SIZE, SECS, MS, FLAG, LEVEL, FORMAT };
+
+/* The numbers: whether a fraction is allowed, and what an error calls them. */
+static const struct {
+	int fraction;
+	const char *what;
+} numbers[] = {
+	[INT] = { 0, "whole number" },
+	[SIZE] = { 0, "whole number" },
+	[SECS] = { 1, "decimal number" },	/* seconds */
+	[MS] = { 1, "decimal number" },		/* milliseconds */
+};
 
 /* Who reads a variable. */
 enum {
@@ -108,12 +119,12 @@ static const struct var vars[] = {
 	{ "DQ_LOG_FORMAT", "auto", FORMAT, S(log_format), 0, 0, LG },
 	{ "DQ_LOCK_SECONDS", "300", SECS, S(lock_seconds), 0.1, 86400, QU },
 	{ "DQ_DUPLICATE_WINDOW_SECONDS", "600", SECS, S(dup_window_seconds), 0, 7 * 86400, QU },
-	{ "DQ_RETRY_BASE_MS", "500", SECS, S(retry_base_ms), 0, 600000, NT },
-	{ "DQ_RETRY_CAP_MS", "30000", SECS, S(retry_cap_ms), 0, 3600000, NT },
-	{ "DQ_RETRY_BUDGET_MS", "120000", SECS, S(retry_budget_ms), 0, 86400000, NT },
-	{ "DQ_POLL_MS", "100", SECS, S(poll_ms), 1, 60000, QU },
-	{ "DQ_INGEST_DRAIN_MS", "5000", SECS, S(ingest_drain_ms), 0, 600000, IN },
-	{ "DQ_TEST_ANALYZE_DELAY_MS", "0", SECS, S(analyze_delay_ms), 0, 3600000, AN },
+	{ "DQ_RETRY_BASE_MS", "500", MS, S(retry_base_ms), 0, 600000, NT },
+	{ "DQ_RETRY_CAP_MS", "30000", MS, S(retry_cap_ms), 0, 3600000, NT },
+	{ "DQ_RETRY_BUDGET_MS", "120000", MS, S(retry_budget_ms), 0, 86400000, NT },
+	{ "DQ_POLL_MS", "100", MS, S(poll_ms), 1, 60000, QU },
+	{ "DQ_INGEST_DRAIN_MS", "5000", MS, S(ingest_drain_ms), 0, 600000, IN },
+	{ "DQ_TEST_ANALYZE_DELAY_MS", "0", MS, S(analyze_delay_ms), 0, 3600000, AN },
 	{ "DQ_TEST_SEND_FSYNC_FAIL", "0", FLAG, S(test_send_fsync_fail), 0, 0, QU },
 };
 #undef S
@@ -176,7 +187,8 @@ dq_config_load(struct dq_err *err)
 		case INT:
 		case SIZE:
 		case SECS:
-			if (!decimal(s, v->kind == SECS))
+		case MS:
+			if (!decimal(s, numbers[v->kind].fraction))
 				goto bad;
 			errno = 0;
 			d = strtod(s, &end);
@@ -199,7 +211,7 @@ bad:
 		if (v->min != v->max)
 			dq_err_system(err, DQ_EX_CONFIG, "bad_config",
 			    "%s=%s: expected a %s from %g to %g", v->name, s,
-			    v->kind == SECS ? "decimal number" : "whole number", v->min, v->max);
+			    numbers[v->kind].what, v->min, v->max);
 		else
 			dq_err_system(err, DQ_EX_CONFIG, "bad_config",
 			    "%s=%s: not a valid value", v->name, s);

@@ -121,3 +121,16 @@ messages() {
 	assert_success
 	assert_equal "$(jq -r .receipt.sequence_number <<<"$output")" 2
 }
+
+@test "a *_MS variable takes milliseconds as a decimal, a fraction too; a hex, an exponent or a sign is refused with its range" {
+	DQ_POLL_MS=2.5 DQ_RETRY_BASE_MS=0.5 run --separate-stderr dq-dequeue --peek -w 0
+	assert_success
+	assert_output ""
+	for v in 0x10 1e2 -1 +5 nan 0.5 60001; do
+		DQ_POLL_MS=$v run --separate-stderr dq-dequeue --peek -w 0
+		assert_failure 78
+		assert_output ""
+		assert_equal "$(jq -r 'select(.level == "ERROR") | .msg' <<<"$stderr")" \
+			"DQ_POLL_MS=$v: expected a decimal number from 1 to 60000"
+	done
+}
