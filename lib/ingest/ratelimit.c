@@ -150,19 +150,19 @@ dq_ratelimit_take(const char *dir, const char *id, long per_minute,
 	if (snprintf(bdir, sizeof bdir, "%s/ratelimit", dir) >= (int)sizeof bdir ||
 	    dq_mkdirs(bdir, 0700) < 0 ||
 	    snprintf(path, sizeof path, "%s/%.32s", bdir, hex) >= (int)sizeof path) {
-		dq_err_system(err, DQ_EX_IOERR, "io", "%s/ratelimit: %s", dir, strerror(errno));
+		dq_err_system(err, dq_errno_status(errno, NULL), "io", "%s/ratelimit: %s", dir, strerror(errno));
 		return -1;
 	}
 	sweep_idle(bdir, now_ms);
 	if ((fd = bucket_open(path, peek)) == -2)
 		return 1;
 	if (fd < 0) {
-		dq_err_system(err, DQ_EX_IOERR, "io", "%s: %s", path, strerror(errno));
+		dq_err_system(err, dq_errno_status(errno, NULL), "io", "%s: %s", path, strerror(errno));
 		goto out;
 	}
 	n = pread(fd, state, sizeof state - 1, 0);
 	if (n < 0) {
-		dq_err_system(err, DQ_EX_IOERR, "io", "%s: %s", path, strerror(errno));
+		dq_err_system(err, dq_errno_status(errno, NULL), "io", "%s: %s", path, strerror(errno));
 		goto out;
 	}
 	state[n] = '\0';
@@ -192,7 +192,7 @@ dq_ratelimit_take(const char *dir, const char *id, long per_minute,
 	if (!peek) {
 		len = snprintf(state, sizeof state, "%lld %lld\n", tokens, last);
 		if (pwrite(fd, state, (size_t)len, 0) != len || ftruncate(fd, len) < 0) {
-			dq_err_system(err, DQ_EX_IOERR, "io", "%s: %s", path, strerror(errno));
+			dq_err_system(err, dq_errno_status(errno, NULL), "io", "%s: %s", path, strerror(errno));
 			rc = -1;
 		}
 	}
