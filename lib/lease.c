@@ -15,8 +15,9 @@
  * A record is touched by two threads, the keeper (the receipt) and the
  * stage (everything else), and Jansson objects are not thread-safe: each
  * lease has a mutex, and a stage reads or changes its record only between
- * dq_lease_lock() and dq_lease_unlock().  Lock order: keeper mu, then a
- * lease's mu; the queues (dq_queues_for, the renewal) lock for themselves.
+ * dq_lease_lock() and dq_lease_unlock().  Lock order: the keeper's held_lock,
+ * then a lease's lock; the queues (dq_queues_for, the renewal) lock
+ * for themselves.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -27,15 +28,15 @@
 
 struct dq_lease {
 	json_t *rec;
-	pthread_mutex_t mu;
+	pthread_mutex_t lock;		/* the record: the stage and the keeper */
 	int64_t span_ms;
-	int lost, ended, refs;	/* refs: under the keeper's mu */
+	int lost, ended, refs;	/* refs: under the keeper's held_lock */
 	struct dq_lease *next, *prev;
 };
 
 struct dq_keeper {
 	pthread_t thread;
-	pthread_mutex_t mu;
+	pthread_mutex_t held_lock;	/* held, refs, finished */
 	pthread_cond_t cv;
 	struct dq_queues *queues;	/* those the receipts name */
 	struct dq_lease *held;
@@ -52,7 +53,7 @@ has_lock(json_t *rec)
 	    dq_receipt_locked_until_ms(r) > 0;
 }
 
-/* When l must be renewed; INT64_MAX for never.  Under l->mu. */
+/* When l must be renewed; INT64_MAX for never.  Under l->lock. */
 static int64_t
 due_ms(struct dq_lease *l)
 {
@@ -70,7 +71,7 @@ dq_lease_keep(struct dq_keeper *k, struct dq_lease *l)
 	int64_t now = dq_now_ms();
 	int r = 0;
 
-	pthread_mutex_lock(&l->mu);
+	pthread_mutex_lock(&l->lock);
 	if (l->lost || due_ms(l) > now)
 		goto out;
 	receipt = json_object_get(l->rec, "receipt");
@@ -92,7 +93,7 @@ out:
 	    dq_receipt_locked_until_ms(json_object_get(l->rec, "receipt")) <= dq_now_ms())
 		l->lost = 1;
 	r = l->lost ? -1 : 0;
-	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_unlock(&l->lock);
 	return r;
 }
 
@@ -101,12 +102,12 @@ unref(struct dq_keeper *k, struct dq_lease *l)
 {
 	int last;
 
-	pthread_mutex_lock(&k->mu);
+	pthread_mutex_lock(&k->held_lock);
 	last = --l->refs == 0;
-	pthread_mutex_unlock(&k->mu);
+	pthread_mutex_unlock(&k->held_lock);
 	if (last) {
 		json_decref(l->rec);
-		pthread_mutex_destroy(&l->mu);
+		pthread_mutex_destroy(&l->lock);
 		free(l);
 	}
 }
@@ -118,19 +119,19 @@ keeper(void *arg)
 	struct dq_lease *due[BATCH], *l;
 	int n;
 
-	pthread_mutex_lock(&k->mu);
+	pthread_mutex_lock(&k->held_lock);
 	while (!k->finished) {
 		int64_t now = dq_now_ms(), next = now + 1000, d;
 
 		n = 0;
 		for (l = k->held; l; l = l->next) {
 			/* a record being written out may block on a slow reader: look again soon */
-			if (pthread_mutex_trylock(&l->mu) != 0) {
+			if (pthread_mutex_trylock(&l->lock) != 0) {
 				next = next < now + 20 ? next : now + 20;
 				continue;
 			}
 			d = due_ms(l);
-			pthread_mutex_unlock(&l->mu);
+			pthread_mutex_unlock(&l->lock);
 			if (d <= now && n < BATCH) {
 				l->refs++;
 				due[n++] = l;
@@ -138,19 +139,19 @@ keeper(void *arg)
 				next = d;
 		}
 		if (n > 0) {
-			pthread_mutex_unlock(&k->mu);
+			pthread_mutex_unlock(&k->held_lock);
 			for (int i = 0; i < n; i++) {
 				dq_lease_keep(k, due[i]);
 				unref(k, due[i]);
 			}
-			pthread_mutex_lock(&k->mu);
+			pthread_mutex_lock(&k->held_lock);
 			continue;
 		}
 		struct timespec ts = { next / 1000, next % 1000 * 1000000 };
 
-		pthread_cond_timedwait(&k->cv, &k->mu, &ts);
+		pthread_cond_timedwait(&k->cv, &k->held_lock, &ts);
 	}
-	pthread_mutex_unlock(&k->mu);
+	pthread_mutex_unlock(&k->held_lock);
 	return NULL;
 }
 
@@ -160,7 +161,7 @@ dq_keeper_start(void (*fatal)(const struct dq_err *, json_t *ctx))
 	struct dq_keeper *k = dq_xcalloc(1, sizeof *k);
 
 	k->fatal = fatal;
-	pthread_mutex_init(&k->mu, NULL);
+	pthread_mutex_init(&k->held_lock, NULL);
 	k->queues = dq_queues_new();
 	pthread_cond_init(&k->cv, NULL);	/* CLOCK_REALTIME, as dq_now_ms() */
 	if (pthread_create(&k->thread, NULL, keeper, k) != 0)
@@ -174,30 +175,30 @@ dq_keeper_hold(struct dq_keeper *k, json_t *rec)
 	struct dq_lease *l = dq_xcalloc(1, sizeof *l);
 
 	l->rec = rec;
-	pthread_mutex_init(&l->mu, NULL);
+	pthread_mutex_init(&l->lock, NULL);
 	l->refs = 1;
 	if (has_lock(rec))
 		l->span_ms = dq_receipt_locked_until_ms(json_object_get(rec, "receipt")) - dq_now_ms();
-	pthread_mutex_lock(&k->mu);
+	pthread_mutex_lock(&k->held_lock);
 	if ((l->next = k->held))
 		k->held->prev = l;
 	k->held = l;
 	pthread_cond_signal(&k->cv);
-	pthread_mutex_unlock(&k->mu);
+	pthread_mutex_unlock(&k->held_lock);
 	return l;
 }
 
 json_t *
 dq_lease_lock(struct dq_lease *l)
 {
-	pthread_mutex_lock(&l->mu);
+	pthread_mutex_lock(&l->lock);
 	return l->rec;
 }
 
 void
 dq_lease_unlock(struct dq_lease *l)
 {
-	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_unlock(&l->lock);
 }
 
 void
@@ -209,17 +210,17 @@ dq_lease_end(struct dq_lease *l)
 void
 dq_keeper_release(struct dq_keeper *k, struct dq_lease *l)
 {
-	pthread_mutex_lock(&l->mu);
+	pthread_mutex_lock(&l->lock);
 	l->ended = 1;
-	pthread_mutex_unlock(&l->mu);
-	pthread_mutex_lock(&k->mu);
+	pthread_mutex_unlock(&l->lock);
+	pthread_mutex_lock(&k->held_lock);
 	if (l->prev)
 		l->prev->next = l->next;
 	else
 		k->held = l->next;
 	if (l->next)
 		l->next->prev = l->prev;
-	pthread_mutex_unlock(&k->mu);
+	pthread_mutex_unlock(&k->held_lock);
 	unref(k, l);
 }
 
@@ -228,13 +229,13 @@ dq_keeper_stop(struct dq_keeper *k)
 {
 	if (!k)
 		return;
-	pthread_mutex_lock(&k->mu);
+	pthread_mutex_lock(&k->held_lock);
 	k->finished = 1;
 	pthread_cond_signal(&k->cv);
-	pthread_mutex_unlock(&k->mu);
+	pthread_mutex_unlock(&k->held_lock);
 	pthread_join(k->thread, NULL);
 	dq_queues_free(k->queues);
 	pthread_cond_destroy(&k->cv);
-	pthread_mutex_destroy(&k->mu);
+	pthread_mutex_destroy(&k->held_lock);
 	free(k);
 }

@@ -24,21 +24,11 @@ usage(const char *why)
 	dq_usage(synopsis, why);
 }
 
-static json_t *
-ctx_of(json_t *msg, json_t *receipt)
-{
-	return json_pack("{s:s?,s:s?,s:I}",
-	    "image_id", json_string_value(json_object_get(msg, "image_id")),
-	    "message_id", json_string_value(json_object_get(receipt, "message_id")),
-	    "delivery_count", json_integer_value(json_object_get(receipt, "delivery_count")));
-}
-
 /* A record error: into the record, logged; its status. */
 static int
 fail(json_t *rec, const struct dq_err *err, void *arg)
 {
-	dq_log_err(err->retryable ? DQ_WARNING : DQ_ERROR, "analyze_failed",
-	    ctx_of(json_object_get(rec, "message"), json_object_get(rec, "receipt")), err);
+	dq_log_err(err->retryable ? DQ_WARNING : DQ_ERROR, "analyze_failed", dq_record_log_ctx(rec), err);
 	dq_record_set_error(rec, "analyze", err);
 	return err->status;
 }
@@ -104,8 +94,7 @@ wants(json_t *rec, void *arg)
 static int
 work(json_t *rec, struct dq_job *job, void *arg)
 {
-	json_t *msg = json_object_get(rec, "message"), *receipt = json_object_get(rec, "receipt");
-	json_t *skipped = NULL, *doc = NULL;
+	json_t *msg = json_object_get(rec, "message"), *skipped = NULL, *doc = NULL;
 	const char *id = json_string_value(json_object_get(msg, "image_id")), *cont, *blob;
 	unsigned char *data = NULL;
 	size_t len;
@@ -120,7 +109,7 @@ work(json_t *rec, struct dq_job *job, void *arg)
 		if (dq_skip_existing(store, rec, &skipped, &err) < 0)
 			goto out;
 		if (skipped) {
-			dq_log(DQ_INFO, "skipped", ctx_of(msg, receipt), "skipped: %s in %s",
+			dq_log(DQ_INFO, "skipped", dq_record_log_ctx(rec), "skipped: %s in %s",
 			    strcmp(json_string_value(json_object_get(skipped, "reason")), "failed") == 0 ?
 			    "this message's failure is on record" : "the artifact is already",
 			    dq_cfg.processed_container);
@@ -143,7 +132,7 @@ work(json_t *rec, struct dq_job *job, void *arg)
 	}
 	if (annotate_dir)
 		annot = dq_xasprintf("%s/%s.png", annotate_dir, id);
-	dq_log(DQ_DEBUG, "analyzing", ctx_of(msg, receipt), "analyzing %s/%s", cont, blob);
+	dq_log(DQ_DEBUG, "analyzing", dq_record_log_ctx(rec), "analyzing %s/%s", cont, blob);
 	/* A transient failure is tried again within the retry budget, the lock kept. */
 	for (int64_t start = dq_now_ms(), wait = dq_cfg.retry_base_ms >= 2 ? (int64_t)dq_cfg.retry_base_ms : 2;; wait *= 2) {
 		doc = analyze(msg, data, len,
@@ -152,7 +141,7 @@ work(json_t *rec, struct dq_job *job, void *arg)
 		    dq_now_ms() - start + wait > (int64_t)dq_cfg.retry_budget_ms)
 			break;
 		wait = wait < (int64_t)dq_cfg.retry_cap_ms ? wait : (int64_t)dq_cfg.retry_cap_ms;
-		dq_log_err(DQ_WARNING, "analyze_retry", ctx_of(msg, receipt), &err);
+		dq_log_err(DQ_WARNING, "analyze_retry", dq_record_log_ctx(rec), &err);
 		dq_sleep_ms(wait / 2 + (wait > 1 ? random() % (wait / 2) : 0));
 		if (dq_job_keep(job) < 0) {
 			dq_err_set(&err, DQ_SCOPE_RECORD, DQ_EX_TEMPFAIL, 1, "lock_lost",
@@ -169,7 +158,7 @@ work(json_t *rec, struct dq_job *job, void *arg)
 out:
 	/* a system error (the store's, the analyzer's) stops the stage */
 	if (!skipped && !doc && err.scope == DQ_SCOPE_SYSTEM)
-		dq_stop(0, &err, ctx_of(msg, receipt));
+		dq_stop(0, &err, dq_record_log_ctx(rec));
 	if (skipped)
 		json_object_set_new(rec, "skipped", skipped);
 	else if (doc) {
