@@ -79,7 +79,7 @@ dq_queue_open_check(const char *name, struct dq_err *err)
 #define QUEUES_MAX 8
 
 struct dq_queues {
-	pthread_mutex_t mu;
+	pthread_mutex_t lock;
 	struct dq_queue *open[QUEUES_MAX];
 };
 
@@ -88,7 +88,7 @@ dq_queues_new(void)
 {
 	struct dq_queues *qs = dq_xcalloc(1, sizeof *qs);
 
-	pthread_mutex_init(&qs->mu, NULL);
+	pthread_mutex_init(&qs->lock, NULL);
 	return qs;
 }
 
@@ -102,7 +102,7 @@ dq_queues_for(struct dq_queues *qs, json_t *receipt, struct dq_err *err)
 
 	if (!name)
 		name = dq_cfg.queue;
-	pthread_mutex_lock(&qs->mu);
+	pthread_mutex_lock(&qs->lock);
 	for (i = 0; i < QUEUES_MAX && qs->open[i]; i++)
 		if (strcmp(qs->open[i]->name, name) == 0)
 			break;
@@ -121,7 +121,7 @@ dq_queues_for(struct dq_queues *qs, json_t *receipt, struct dq_err *err)
 	}
 	q = qs->open[i];
 out:
-	pthread_mutex_unlock(&qs->mu);
+	pthread_mutex_unlock(&qs->lock);
 	return q;
 }
 
@@ -132,7 +132,7 @@ dq_queues_free(struct dq_queues *qs)
 		return;
 	for (size_t i = 0; i < QUEUES_MAX && qs->open[i]; i++)
 		dq_queue_close(qs->open[i]);
-	pthread_mutex_destroy(&qs->mu);
+	pthread_mutex_destroy(&qs->lock);
 	free(qs);
 }
 
