@@ -27,18 +27,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
-# BASE_TREE: a tree of BASE already built (its bin/), to save the build.
-rev=$(git -C "$top" rev-parse --short "$base")
-basebin=${BASE_TREE:+$BASE_TREE/bin}
-[ -z "${BASE_TREE:-}" ] || { base=$BASE_TREE; rev=prebuilt; }
-if [ -z "$basebin" ]; then
-	echo "building $base ..." >&2
-	mkdir "$work/base"
-	git -C "$top" archive "$base" | tar -x -C "$work/base"
-	make -C "$work/base" -j2 all >"$work/base.log" 2>&1 ||
-		{ cat "$work/base.log" >&2; exit 70; }
-	basebin=$work/base/bin
-fi
+# BASE built beside this tree (BASE_TREE: one built already)
+# shellcheck source=bench/base.sh
+. "$top/bench/base.sh"
+base_build
 
 mkdir "$work/img"
 i=1

@@ -10,26 +10,6 @@ load local # the suite is about the local spool's files
 setup() {
 	dq_env
 	local_only "the local spool itself"
-	SPOOL_TEST="$DQ_BUILD/tests/unit/spool-test"
-	[ -x "$SPOOL_TEST" ] || fail "$SPOOL_TEST is not built: run 'make tests/unit/spool-test'"
-}
-
-# spool_test TEST...: run the named C tests in this test's directory.
-spool_test() {
-	run --separate-stderr "$SPOOL_TEST" -d "$BATS_TEST_TMPDIR" "$@"
-}
-
-# assert_passed TEST...: every named test passed, in order.
-assert_passed() {
-	local i=0 t
-	assert_success
-	assert_line --index 0 "1..$#"
-	for t in "$@"; do
-		i=$((i + 1))
-		assert_line "ok $i - $t"
-	done
-	refute_line --partial "not ok"
-	assert_line "# $# passed, 0 failed"
 }
 
 # event_field EVENT FIELD: FIELD of each logged EVENT on stderr.

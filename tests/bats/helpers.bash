@@ -127,7 +127,7 @@ peek_all() {
 	fi
 	out=$(dq-dequeue "${dl[@]}" -q "${1:-defect-jobs}" --peek -n 1000 -w 0 2>/dev/null) ||
 		{ echo "peek_all: dq-dequeue --peek failed" >&2; return 1; }
-	n=$(grep -c . <<<"$out")
+	n=$(grep -c . <<<"$out" || :) # 0 for an empty queue
 	[ "$n" -lt 1000 ] || { echo "peek_all: 1000 messages or more: more than a peek shows" >&2; return 1; }
 	[ -z "$out" ] || printf '%s\n' "$out"
 }
