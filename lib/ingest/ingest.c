@@ -717,7 +717,7 @@ bare_identity(const char *secret, size_t len, char *out, size_t n)
 	unsigned int mdlen = 0;
 	char hex[17];
 
-	if (HMAC(EVP_sha256(), secret, (int)len, (const unsigned char *)label,
+	if (HMAC(dq_md_sha256(), secret, (int)len, (const unsigned char *)label,
 	    sizeof label - 1, md, &mdlen) == NULL || mdlen < 8) {
 		/* never without an identity: the whole-key hash, truncated */
 		char full[65];

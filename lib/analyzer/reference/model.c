@@ -416,7 +416,7 @@ model_sum(const unsigned char *d, size_t len, char hex[65])
 	unsigned int mdlen = 0, i;
 	EVP_MD_CTX *c = EVP_MD_CTX_new();
 
-	if (c == NULL || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1 ||
+	if (c == NULL || EVP_DigestInit_ex(c, dq_md_sha256(), NULL) != 1 ||
 	    EVP_DigestUpdate(c, d, off) != 1 || EVP_DigestUpdate(c, zero, 65) != 1 ||
 	    EVP_DigestUpdate(c, d + off + 65, len - off - 65) != 1 ||
 	    EVP_DigestFinal_ex(c, md, &mdlen) != 1)
