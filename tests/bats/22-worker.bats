@@ -209,6 +209,52 @@ processed_sums() {
 	assert_equal "$(cat "$BATS_TEST_TMPDIR/out")" ""
 }
 
+# slow_check: a dq-put first in PATH whose --check takes long (the last
+# check of the preflight) and says when it has begun.
+slow_check() {
+	local real
+	real=$(command -v dq-put)
+	mkdir -p "$BATS_TEST_TMPDIR/slow"
+	printf '#!/bin/sh\nif [ "$1" = --check ]; then : >"%s/checking"; sleep 2; fi\nexec "%s" "$@"\n' \
+		"$BATS_TEST_TMPDIR" "$real" >"$BATS_TEST_TMPDIR/slow/dq-put"
+	chmod 755 "$BATS_TEST_TMPDIR/slow/dq-put"
+	PATH=$BATS_TEST_TMPDIR/slow:$PATH
+}
+
+@test "SIGTERM during the preflight stops the worker with 0, no message touched, not a failed preflight" {
+	send 2
+	slow_check
+	dq-worker >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
+	local pid=$!
+	wait_for 10 test -e "$BATS_TEST_TMPDIR/checking"
+	kill -TERM "$pid"
+	local st=0
+	wait "$pid" || st=$?
+	assert_equal "$st" 0
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/out")" ""
+	# the stages' checks log their own lines; the worker's one line is its stop
+	assert_equal "$(jq -r 'select(.prog == "dq-worker") | "\(.event) \(.reason)"' "$BATS_TEST_TMPDIR/err")" \
+		"worker_stop signal"
+	# never received: both still ready
+	assert_equal "$(ready_count) $(locked_count)" "2 0"
+}
+
+@test "SIGTERM to the process group during the preflight kills the check, and is a clean stop too" {
+	send 2
+	slow_check
+	setsid dq-worker >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
+	local pid=$!
+	wait_for 10 test -e "$BATS_TEST_TMPDIR/checking"
+	kill -TERM -- -"$pid"
+	local st=0
+	wait "$pid" || st=$?
+	assert_equal "$st" 0
+	json_lines "$BATS_TEST_TMPDIR/err" # no "Terminated" line from the shell
+	assert_equal "$(jq -r 'select(.prog == "dq-worker") | "\(.event) \(.reason)"' "$BATS_TEST_TMPDIR/err")" \
+		"worker_stop signal"
+	assert_equal "$(ready_count) $(locked_count)" "2 0"
+}
+
 # redrive: the README's redrive of every dead-lettered message.
 redrive() {
 	dq-dequeue --dead-letter -n 100 -w 0 2>/dev/null | dq-enqueue --new-id 2>/dev/null | dq-dequeue --settle 2>/dev/null
