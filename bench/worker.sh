@@ -7,18 +7,21 @@
 #      programs in one long pipeline (the floor), on tmpfs and on disk;
 #   2. the reference analyzer on small images: dq-worker --drain beside
 #      dq-analyze alone on the same files;
-#   3. a slow model (DQ_TEST_ANALYZE_DELAY_MS, a fixed latency for now)
-#      for WORKER_MAX_MESSAGES 1, 4 and 16: messages per second over the
-#      ideal N / latency.
+#   3. a slow model (DQ_TEST_ANALYZE_DELAY_MS), of fixed latency and of one
+#      that spreads (DQ_TEST_ANALYZE_DELAY_P99_MS: log-normal), for
+#      WORKER_MAX_MESSAGES 1, 4 and 16: messages per second over the ideal
+#      N / mean latency.
 #
 # usage: bench/worker.sh        (BENCH_MESSAGES, default 200; BENCH_DELAY_MS,
-#                                default 200; BENCH_SLOW_MESSAGES, default 64)
+#                                default 200; BENCH_P99_MS, default 1000;
+#                                BENCH_SLOW_MESSAGES, default 64)
 # Needs a built tree (make all) and jq; works in scratch directories.
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 msgs=${BENCH_MESSAGES:-200}
 delay=${BENCH_DELAY_MS:-200}
+p99_ms=${BENCH_P99_MS:-1000}
 slow=${BENCH_SLOW_MESSAGES:-64}
 for p in dq-worker dq-put dq-analyze; do
 	[ -x "$top/bin/$p" ] || { echo "worker.sh: build first (make)" >&2; exit 69; }
@@ -93,11 +96,17 @@ timed reference-worker env WORKER_MAX_MESSAGES=10 dq-worker --drain
 export DQ_LOCAL_DIR=$d/dq
 timed reference-analyze dq-analyze -j 10 <"$d/messages"
 
-# 3. a slow model of fixed latency, N in flight
+# 3. a slow model, N in flight: a fixed latency, then one that spreads
+# (log-normal, median BENCH_DELAY_MS, p99 BENCH_P99_MS)
 for n in 1 4 16; do
-	export DQ_LOCAL_DIR=$scratch/slow-$n/dq
-	dq-put --sku WK-KN-200 --facility yangjiang "${files[@]:0:$slow}" | dq-enqueue >/dev/null
-	timed "slow-$n" env WORKER_MAX_MESSAGES="$n" DQ_TEST_ANALYZE_DELAY_MS="$delay" dq-worker --drain
+	for kind in fixed spread; do
+		export DQ_LOCAL_DIR=$scratch/slow-$kind-$n/dq
+		dq-put --sku WK-KN-200 --facility yangjiang "${files[@]:0:$slow}" | dq-enqueue >/dev/null
+		p99=0
+		[ "$kind" = fixed ] || p99=$p99_ms
+		timed "slow-$kind-$n" env WORKER_MAX_MESSAGES="$n" DQ_TEST_ANALYZE_DELAY_MS="$delay" \
+			DQ_TEST_ANALYZE_DELAY_P99_MS="$p99" dq-worker --drain
+	done
 done
 
 # The table.
@@ -123,10 +132,21 @@ printf '%-30s %10s %14s\n' "reference analyzer" "wall s" "worker/alone"
 printf '%-30s %10s\n' "dq-analyze -j 10 alone" "$a"
 printf '%-30s %10s %14s\n' "dq-worker --drain" "$w" "$(ratio "$w" "$a")"
 echo
-printf '%-30s %10s %10s %14s\n' "model latency ${delay} ms" "msg/s" "ideal" "of ideal"
-for n in 1 4 16; do
-	s=$(get "slow-$n" 2)
-	r=$(rate "$slow" "$s")
-	ideal=$(echo "scale=1; $n * 1000 / $delay" | bc)
-	printf '%-30s %10s %10s %14s\n' "WORKER_MAX_MESSAGES=$n" "$r" "$ideal" "$(ratio "$r" "$ideal")"
+# the mean of the log-normal latency: median * exp(sigma^2 / 2), sigma = ln(p99 / median) / z99
+mean_spread=$(echo "s = l($p99_ms / $delay) / 2.3263; m = $delay * e(s * s / 2); scale = 1; m / 1" | bc -l)
+for kind in fixed spread; do
+	mean=$delay
+	label="model latency ${delay} ms"
+	if [ "$kind" = spread ]; then
+		mean=$mean_spread
+		label="median ${delay}, p99 ${p99_ms} ms"
+	fi
+	printf '%-30s %10s %10s %14s\n' "$label" "msg/s" "ideal" "of ideal"
+	for n in 1 4 16; do
+		s=$(get "slow-$kind-$n" 2)
+		r=$(rate "$slow" "$s")
+		ideal=$(echo "scale=1; $n * 1000 / $mean" | bc)
+		printf '%-30s %10s %10s %14s\n' "WORKER_MAX_MESSAGES=$n" "$r" "$ideal" "$(ratio "$r" "$ideal")"
+	done
+	echo
 done

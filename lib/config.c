@@ -125,6 +125,7 @@ static const struct var vars[] = {
 	{ "DQ_POLL_MS", "100", MS, S(poll_ms), 1, 60000, QU },
 	{ "DQ_INGEST_DRAIN_MS", "5000", MS, S(ingest_drain_ms), 0, 600000, IN },
 	{ "DQ_TEST_ANALYZE_DELAY_MS", "0", MS, S(analyze_delay_ms), 0, 3600000, AN },
+	{ "DQ_TEST_ANALYZE_DELAY_P99_MS", "0", MS, S(analyze_delay_p99_ms), 0, 3600000, AN },
 	{ "DQ_TEST_SEND_FSYNC_FAIL", "0", FLAG, S(test_send_fsync_fail), 0, 0, QU },
 };
 #undef S
@@ -221,6 +222,12 @@ bad:
 	    strcmp(dq_cfg.analyzer, "azure-openai")) {
 		dq_err_system(err, DQ_EX_CONFIG, "bad_config",
 		    "DQ_ANALYZER=%s: expected reference or azure-openai", dq_cfg.analyzer);
+		return -1;
+	}
+	if (dq_cfg.analyze_delay_p99_ms > 0 && dq_cfg.analyze_delay_p99_ms < dq_cfg.analyze_delay_ms) {
+		dq_err_system(err, DQ_EX_CONFIG, "bad_config",
+		    "DQ_TEST_ANALYZE_DELAY_P99_MS (%g) is below the median DQ_TEST_ANALYZE_DELAY_MS (%g)",
+		    dq_cfg.analyze_delay_p99_ms, dq_cfg.analyze_delay_ms);
 		return -1;
 	}
 	if (!dq_safe_token(dq_cfg.raw_container) || !dq_safe_token(dq_cfg.processed_container) ||

@@ -262,6 +262,7 @@ struct dq_config {
 	double poll_ms;			/* DQ_POLL_MS: local spool polling, default 100 */
 	double ingest_drain_ms;		/* DQ_INGEST_DRAIN_MS: a refused CGI body, default 5000 */
 	double analyze_delay_ms;	/* DQ_TEST_ANALYZE_DELAY_MS: test hook, 0 */
+	double analyze_delay_p99_ms;	/* DQ_TEST_ANALYZE_DELAY_P99_MS: its spread, 0 */
 	int test_send_fsync_fail;	/* DQ_TEST_SEND_FSYNC_FAIL: test hook, 0 */
 };
 extern struct dq_config dq_cfg;
@@ -671,6 +672,12 @@ void dq_analyzer_close(struct dq_analyzer *);
 int dq_analyzer_analyze(struct dq_analyzer *, const char *sku, const unsigned char *data,
     size_t len, const struct dq_image_info *, struct dq_analysis *out, struct dq_err *);
 int dq_analyzer_check(struct dq_analyzer *, const char *sku, struct dq_err *);
+/*
+ * The test hook of a slow model: sleep DQ_TEST_ANALYZE_DELAY_MS, or with
+ * DQ_TEST_ANALYZE_DELAY_P99_MS a log-normal delay of that median and 99th
+ * percentile, drawn anew each call (any thread).  Nothing when unset.
+ */
+void dq_analyzer_test_delay(void);
 const char *dq_analyzer_name(const struct dq_analyzer *);	/* "reference", "azure-openai" */
 void dq_analysis_free(struct dq_analysis *);
 

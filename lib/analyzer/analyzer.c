@@ -2,6 +2,8 @@
  * analyzer.c - the analyzer interface: choosing a backend from the
  * configuration (DESIGN §1), and what every backend shares.
  */
+#include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,4 +102,32 @@ int
 dq_analyzer_check(struct dq_analyzer *analyzer, const char *sku, struct dq_err *err)
 {
 	return analyzer->ops->check(analyzer, sku, err);
+}
+
+/* z of the 99th percentile of the standard normal distribution */
+#define Z99 2.3263478740
+
+void
+dq_analyzer_test_delay(void)
+{
+	static _Thread_local unsigned seed;
+	double median = dq_cfg.analyze_delay_ms, p99 = dq_cfg.analyze_delay_p99_ms, u1, u2, z;
+	int64_t ms;
+
+	if (median <= 0)
+		return;
+	if (p99 <= median) {
+		dq_sleep_ms((int64_t)median);
+		return;
+	}
+	if (!seed)
+		seed = (unsigned)dq_now_ms() ^ (unsigned)(uintptr_t)&seed;
+	/* Box-Muller: one standard normal z from two uniforms in (0, 1] */
+	u1 = (rand_r(&seed) + 1.0) / (RAND_MAX + 1.0);
+	u2 = (rand_r(&seed) + 1.0) / (RAND_MAX + 1.0);
+	z = sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
+	ms = (int64_t)(median * exp(z * log(p99 / median) / Z99));
+	dq_log(DQ_DEBUG, "test_delay", json_pack("{s:I}", "delay_ms", (json_int_t)ms),
+	    "test hook: a model that takes %lld ms", (long long)ms);
+	dq_sleep_ms(ms);
 }

@@ -96,3 +96,32 @@ tsan_build() {
 		assert_equal "$(strip <<<"$output" | cmp - "$BATS_TEST_TMPDIR/one" && echo same)" same
 	done
 }
+
+@test "DQ_TEST_ANALYZE_DELAY_P99_MS draws each test delay log-normally about its median; a p99 below the median is refused" {
+	messages "$BATS_TEST_TMPDIR/msgs"
+	run --separate-stderr env DQ_TEST_ANALYZE_DELAY_MS=50 DQ_TEST_ANALYZE_DELAY_P99_MS=40 dq-analyze --check
+	assert_failure 78
+	assert_output ""
+	assert_equal "$(jq -r .msg <<<"$stderr")" \
+		"DQ_TEST_ANALYZE_DELAY_P99_MS (40) is below the median DQ_TEST_ANALYZE_DELAY_MS (50)"
+	# the 70 records of the known SKU each draw a delay: spread about 20 ms
+	tail -70 "$BATS_TEST_TMPDIR/msgs" |
+		DQ_TEST_ANALYZE_DELAY_MS=20 DQ_TEST_ANALYZE_DELAY_P99_MS=200 LOG_LEVEL=DEBUG \
+		dq-analyze -j 8 >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err"
+	jq -r 'select(.event == "test_delay") | .delay_ms' "$BATS_TEST_TMPDIR/err" | sort -n >"$BATS_TEST_TMPDIR/delays"
+	assert_equal "$(wc -l <"$BATS_TEST_TMPDIR/delays")" 70
+	assert_equal "$(jq -s '[.[] | select(.artifact)] | length' "$BATS_TEST_TMPDIR/out")" 70
+	# a median near 20 (its sample median lies within 10..40 but for odds of
+	# about 1e-7), many values, and a tail past the median's double
+	local median distinct top
+	median=$(sed -n 35p "$BATS_TEST_TMPDIR/delays")
+	distinct=$(sort -u "$BATS_TEST_TMPDIR/delays" | wc -l)
+	top=$(tail -1 "$BATS_TEST_TMPDIR/delays")
+	[ "$median" -ge 10 ] && [ "$median" -le 40 ] || fail "median delay $median ms"
+	[ "$distinct" -ge 20 ] || fail "only $distinct distinct delays"
+	[ "$top" -ge 40 ] || fail "longest delay $top ms"
+	# without the p99 the delay is fixed and not logged
+	head -12 "$BATS_TEST_TMPDIR/msgs" | tail -2 |
+		DQ_TEST_ANALYZE_DELAY_MS=20 LOG_LEVEL=DEBUG dq-analyze 2>"$BATS_TEST_TMPDIR/err2" >/dev/null
+	refute grep -q test_delay "$BATS_TEST_TMPDIR/err2"
+}
