@@ -531,7 +531,6 @@ int dq_store_list(struct dq_store *, const char *container, const char *prefix,
     int (*fn)(const char *name, void *arg), void *arg, struct dq_err *);
 int dq_store_check(struct dq_store *, struct dq_err *);
 int dq_store_probe(struct dq_store *, const char *container, struct dq_err *);
-const char *dq_store_name(const struct dq_store *);	/* "local", "azure" */
 /* Names in the processed container. */
 void dq_artifact_name(const char *image_id, char *buf, size_t n);	/* <id>.json */
 void dq_marker_name(const char *image_id, char *buf, size_t n);	/* <id>.error.json */

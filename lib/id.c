@@ -2,8 +2,8 @@
  * id.c - image and message ids: random UUIDs and name-based UUIDv5.
  *
  * A random id costs no system call of its own: getrandom(2) fills a
- * buffer of ids per thread at a time (libuuid makes a getrandom and four
- * more calls for each).  A child of fork(2) must not hand out the ids its
+ * buffer of ids per thread at a time (libuuid's uuid_generate makes a
+ * getrandom and four more calls for each; its text functions make none).  A child of fork(2) must not hand out the ids its
  * parent's buffer still holds, so the child empties it (pthread_atfork;
  * only the forking thread goes on in the child, and its buffer is the one
  * emptied).
@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/random.h>
+#include <uuid/uuid.h>
 #include <openssl/evp.h>
 
 #include "dq.h"
@@ -54,58 +55,11 @@ pool_fill(void)
 	pool_off = 0;
 }
 
-/* The canonical lowercase 8-4-4-4-12 text of 16 bytes. */
-static void
-unparse(const unsigned char u[static 16], char out[static 37])
-{
-	static const char hex[] = "0123456789abcdef";
-	char *p = out;
-
-	for (int i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			*p++ = '-';
-		*p++ = hex[u[i] >> 4];
-		*p++ = hex[u[i] & 15];
-	}
-	*p = '\0';
-}
-
-static int
-hexval(int c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
-	    c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* 16 bytes of a UUID's text (either case): 0, or -1. */
-static int
-parse(const char *s, unsigned char u[static 16])
-{
-	int n = 0;
-
-	if (!s || strlen(s) != 36)
-		return -1;
-	for (int i = 0; i < 36; i++) {
-		int hi, lo;
-
-		if (i == 8 || i == 13 || i == 18 || i == 23) {
-			if (s[i] != '-')
-				return -1;
-			continue;
-		}
-		if ((hi = hexval(s[i])) < 0 || (lo = hexval(s[i + 1])) < 0)
-			return -1;
-		u[n++] = (unsigned char)(hi << 4 | lo);
-		i++;
-	}
-	return 0;
-}
-
 /* RFC 9562 §5.4: 122 random bits, version 4, variant 10. */
 void
 dq_uuid_new(char out[static 37])
 {
-	unsigned char u[ID_BYTES];
+	uuid_t u;
 
 	pthread_once(&atfork_once, atfork_register);
 	if (pool_off + ID_BYTES > sizeof pool)
@@ -115,21 +69,21 @@ dq_uuid_new(char out[static 37])
 	pool_off += ID_BYTES;
 	u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
 	u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
-	unparse(u, out);
+	uuid_unparse_lower(u, out);
 }
 
 /* RFC 9562 §5.5: SHA-1 over namespace bytes and name, version 5. */
 void
 dq_uuid_v5(const char *ns_uuid, const char *name, char out[static 37])
 {
-	unsigned char ns[16], u[16];
+	uuid_t ns, u;
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int n;
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 
 	if (!ctx)
 		dq_die(DQ_EX_TEMPFAIL, "out of memory");
-	if (parse(ns_uuid, ns) < 0)
+	if (uuid_parse(ns_uuid, ns) < 0)
 		memset(ns, 0, sizeof ns);
 	if (EVP_DigestInit_ex(ctx, dq_md_sha1(), NULL) != 1 ||
 	    EVP_DigestUpdate(ctx, ns, sizeof ns) != 1 ||
@@ -140,7 +94,7 @@ dq_uuid_v5(const char *ns_uuid, const char *name, char out[static 37])
 	memcpy(u, md, 16);
 	u[6] = (unsigned char)((u[6] & 0x0f) | 0x50);
 	u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
-	unparse(u, out);
+	uuid_unparse_lower(u, out);
 }
 
 int

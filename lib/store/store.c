@@ -77,12 +77,6 @@ dq_store_put_hashed(struct dq_store *s, const char *container, const char *name,
 	    metadata, mode, res, err);
 }
 
-const char *
-dq_store_name(const struct dq_store *s)
-{
-	return s->ops->name;
-}
-
 int
 dq_store_get(struct dq_store *s, const char *container, const char *name,
     unsigned char **data, size_t *len, json_t **metadata, struct dq_err *err)

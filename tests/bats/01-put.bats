@@ -80,6 +80,10 @@ setup() {
 	run --separate-stderr dq-put --stored
 	assert_success
 	assert_equal "$(jq -r .message.image_id <<<"$output")" "$todo_id"
+	# --all lists the analyzed one too
+	run --separate-stderr dq-put --stored --all
+	assert_success
+	assert_equal "$(jq -r .message.image_id <<<"$output" | sort)" "$(printf '%s\n' "$done_id" "$todo_id" | sort)"
 }
 
 @test "a text file gives an error record naming the file, exit 65, nothing stored" {

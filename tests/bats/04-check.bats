@@ -76,7 +76,7 @@ tree() {
 		assert_success
 		assert_equal "$(tree "$DQ_LOCAL_DIR")" "$before"
 	done
-	assert_equal "$(ls -A "$BATS_TEST_TMPDIR" | grep -c dq-probe)" 0
+	assert_equal "$(find "$BATS_TEST_TMPDIR" -maxdepth 1 -name '*dq-probe*' | wc -l)" 0
 }
 
 @test "--check of a spool with a directory missing says which, and that the programs recreate it" {

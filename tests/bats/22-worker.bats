@@ -26,8 +26,8 @@ json_lines() {
 
 # send N [SKU]: the first N samples stored and enqueued; their records in $BATS_TEST_TMPDIR/sent.
 send() {
-	# shellcheck disable=SC2012
-	dq-put --sku "${2:-WK-KN-200}" --facility yangjiang $(ls "$S"/samples/* | head -"$1") 2>/dev/null |
+	local samples=("$S"/samples/*)
+	dq-put --sku "${2:-WK-KN-200}" --facility yangjiang "${samples[@]:0:$1}" 2>/dev/null |
 		tee "$BATS_TEST_TMPDIR/sent" | dq-enqueue >/dev/null 2>&1
 }
 
@@ -498,14 +498,14 @@ dead_reasons() {
 	local_only "DQ_LOCAL_DIR on a small file system"
 	unshare -m mount -t tmpfs none /mnt 2>/dev/null || skip "needs a mount namespace for a small file system (unshare -m)"
 	mkdir -p "$DQ_LOCAL_DIR"
-	# shellcheck disable=SC2012
+	local samples=("$S"/samples/*)
 	run --separate-stderr unshare -m bash -c '
 		mount -t tmpfs -o size=1m dqfull "$DQ_LOCAL_DIR" || exit 99
 		dq-put --sku WK-KN-200 --facility yangjiang "$@" 2>/dev/null | dq-enqueue >/dev/null 2>&1
 		cat /dev/zero >"$DQ_LOCAL_DIR/fill" 2>/dev/null
 		dq-worker --drain 2>"$BATS_TEST_TMPDIR/err"
 		echo "status $?"
-		dq-dequeue --peek -n 10 -w 0 2>/dev/null' - $(ls "$S"/samples/* | head -2)
+		dq-dequeue --peek -n 10 -w 0 2>/dev/null' - "${samples[@]:0:2}"
 	assert_success
 	assert_equal "$(head -1 <<<"$output")" "status 69"
 	assert_equal "$(tail -n +2 <<<"$output" | jq -r .receipt.delivery_count | tr '\n' ' ')" "0 0 "

@@ -30,10 +30,10 @@ prime() {
 	head -40 "$1" | dq-analyze -j 2 2>/dev/null | dq-put >/dev/null 2>&1 || true
 }
 
-# strip: records without what differs between runs (the time fields), one
-# line each, sorted by image.
+# strip: the records on stdin without what differs between runs (the time
+# fields), one line each, sorted by image.
 strip() {
-	jq -c 'del(.artifact.timestamps.processed_at, .artifact.analysis.duration_ms)' "$@" | sort
+	jq -c 'del(.artifact.timestamps.processed_at, .artifact.analysis.duration_ms)' | sort
 }
 
 # tsan_build: a ThreadSanitizer build of dq-analyze (made or brought up to
@@ -90,7 +90,7 @@ tsan_build() {
 	strip <<<"$output" >"$BATS_TEST_TMPDIR/one"
 	assert_equal "$(grep -c '"artifact"' "$BATS_TEST_TMPDIR/one")" 40
 	assert_equal "$(grep -c '"skipped"' "$BATS_TEST_TMPDIR/one")" 40
-	for round in 1 2 3; do
+	for _ in 1 2 3; do
 		run --separate-stderr dq-analyze -j 8 --skip-existing <"$BATS_TEST_TMPDIR/m"
 		assert_success
 		assert_equal "$(strip <<<"$output" | cmp - "$BATS_TEST_TMPDIR/one" && echo same)" same

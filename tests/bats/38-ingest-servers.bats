@@ -82,7 +82,9 @@ spawn() {
 # servers_stop: the processes this test started, by PID, newest first.
 servers_stop() {
 	local i pid
-	[ -f "$SRV/spawn.pids" ] && SERVER_PIDS+=($(cat "$SRV/spawn.pids"))
+	local spawned=()
+	[ -f "$SRV/spawn.pids" ] && mapfile -t spawned <"$SRV/spawn.pids"
+	SERVER_PIDS+=("${spawned[@]}")
 	for ((i = ${#SERVER_PIDS[@]} - 1; i >= 0; i--)); do
 		pid=${SERVER_PIDS[i]}
 		kill "$pid" 2>/dev/null || continue
