@@ -166,6 +166,7 @@ event_field() {
 	assert_line --regexp '^corrupt\.0000000000000002\.1\.[0-9a-f-]{36}\.[0-9]+$'
 	assert_line --regexp '^corrupt\.0000000000000004\.1\.[0-9a-f-]{36}\.[0-9]+$'
 	assert_line --regexp '^corrupt\.0000000000000005\.1\.[0-9a-f-]{36}\.[0-9]+$'
-	[ -p "$DQ_LOCAL_DIR/queues/defect-jobs/tmp/$(ls "$DQ_LOCAL_DIR/queues/defect-jobs/tmp" | grep '^corrupt\.0000000000000002')" ]
-	assert_equal "$(ls "$ready" "$DQ_LOCAL_DIR/queues/defect-jobs/locked" | grep -c '^0')" 2
+	local fifo=("$DQ_LOCAL_DIR"/queues/defect-jobs/tmp/corrupt.0000000000000002.*)
+	[ "${#fifo[@]}" = 1 ] && [ -p "${fifo[0]}" ]
+	assert_equal "$(find "$ready" "$DQ_LOCAL_DIR/queues/defect-jobs/locked" -mindepth 1 -maxdepth 1 -name '0*' | wc -l)" 2
 }

@@ -48,7 +48,7 @@ strip_times() {
 
 @test "the same message analyzed twice gives the same bytes apart from the time fields" {
 	local f
-	f=$(ls "$S"/samples/*.jpg | grep -v good | head -1)
+	f=$(printf '%s\n' "$S"/samples/*.jpg | grep -v good | head -1)
 	put "$f" >"$BATS_TEST_TMPDIR/m"
 	run --separate-stderr bash -c 'cat "$1" "$1" | dq-analyze -j 2' _ "$BATS_TEST_TMPDIR/m"
 	assert_success
@@ -432,7 +432,8 @@ check_msg() {
 	run --separate-stderr dq-analyze "$S/samples/good-001.jpg"
 	assert_success
 	assert_equal "$(jq -r .artifact.metadata.product_sku <<<"$output")" WK-KN-200
-	local id=$(jq -r .artifact.image_id <<<"$output")
+	local id
+	id=$(jq -r .artifact.image_id <<<"$output")
 	run --separate-stderr dq-analyze "$S/samples/good-001.jpg"
 	assert_equal "$(jq -r .artifact.image_id <<<"$output")" "$id"
 }

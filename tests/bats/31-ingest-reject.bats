@@ -117,7 +117,7 @@ post_body() {
 }
 
 @test "an image whole in structure but corrupt inside: 400 corrupt_image" {
-	local jpg png
+	local jpg
 	jpg=$(fixture big.jpg jpeg 640 480 3)
 	"$BATS_TEST_DIRNAME/corrupt.py" jpeg-scan "$jpg" >"$BATS_TEST_TMPDIR/scan.jpg"
 	"$BATS_TEST_DIRNAME/corrupt.py" png-idat "$PNG" >"$BATS_TEST_TMPDIR/idat.png"

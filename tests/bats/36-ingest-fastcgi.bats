@@ -64,7 +64,7 @@ fcgi_pid() {
 }
 
 @test "FastCGI: rejected requests in between leave no trace on the next one" {
-	local jpg png big cut
+	local jpg png big
 	jpg=$(fixture a.jpg jpeg 64 48 1)
 	png=$(fixture a.png png 64 48 2)
 	big=$(fixture big.png png 100 100)
@@ -121,12 +121,12 @@ fcgi_pid() {
 		"header = \"X-API-Key: $API_KEY_CAM\"" "header = \"Content-Type: image/jpeg\"" \
 		"data-binary = \"@$f\"" "output = /dev/null" "write-out = \"%{http_code}\\n\"" >"$BATS_TEST_TMPDIR/one.curl"
 	# a warm-up, then the resident size before and after ${DQ_INGEST_REQUESTS:-600} more
-	for i in $(seq 100); do echo next; cat "$BATS_TEST_TMPDIR/one.curl"; done | tail -n +2 >"$BATS_TEST_TMPDIR/many.curl"
+	for _ in $(seq 100); do echo next; cat "$BATS_TEST_TMPDIR/one.curl"; done | tail -n +2 >"$BATS_TEST_TMPDIR/many.curl"
 	run curl -sS -K "$BATS_TEST_TMPDIR/many.curl"
 	assert_success
 	pid=$(fcgi_pid)
 	before=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
-	for i in $(seq $((${DQ_INGEST_REQUESTS:-600} / 100))); do
+	for _ in $(seq $((${DQ_INGEST_REQUESTS:-600} / 100))); do
 		run curl -sS -K "$BATS_TEST_TMPDIR/many.curl"
 		assert_success
 		assert_equal "$(sort -u <<<"$output")" 202

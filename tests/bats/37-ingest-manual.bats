@@ -7,7 +7,7 @@ load ingest
 
 setup() {
 	ingest_env
-	cd "$BATS_TEST_TMPDIR"
+	cd "$BATS_TEST_TMPDIR" || return
 	"$PYTHON" "$MKIMAGE" jpeg 64 48 1 >part.jpg
 	"$PYTHON" "$MKIMAGE" png 64 48 2 >part.png
 }
