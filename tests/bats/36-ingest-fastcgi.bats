@@ -47,13 +47,13 @@ fcgi_pid() {
 }
 
 @test "FastCGI: one process serves every request and opens its backends once" {
-	local f pid i
+	local f pid
 	f=$(fixture a.jpg jpeg 64 48)
 	run --separate-stderr post_multipart "$f"
 	assert_output 202
 	pid=$(fcgi_pid)
 	[ -n "$pid" ]
-	for i in 1 2 3 4 5; do
+	for _ in 1 2 3 4 5; do
 		run --separate-stderr post_raw "$f" image/jpeg
 		assert_output 202
 	done
@@ -109,7 +109,7 @@ fcgi_pid() {
 }
 
 @test "FastCGI: memory stays flat over many requests" {
-	local f pid before after i
+	local f pid before after
 	# Under AddressSanitizer freed memory waits in a quarantine: none here.
 	lighttpd_stop
 	ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0:thread_local_quarantine_size_kb=0"
