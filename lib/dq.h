@@ -453,6 +453,132 @@ int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
     json_t *bounding_boxes, struct dq_err *);
 
 /*
+ * lib/cred/: the one credential layer (DESIGN §1, §6): connection
+ * strings (connstr.c), Shared Key and SAS signing and where a credential
+ * may be sent (sign.c), managed identity (identity.c), and the token
+ * cache shared by the user's processes (cache.c).  Backends take their
+ * credentials from here and never fetch a token on their own.  Nothing
+ * here runs unless a network backend is chosen.  Keys and tokens handed
+ * out are the caller's to wipe (dq_wipe, dq_token_free).
+ */
+
+/* connstr.c: connection strings (azure-protocols.md §1.7, §2.6). */
+struct dq_blob_conn {
+	char *account;			/* AccountName; NULL with a SAS only */
+	unsigned char *key;		/* AccountKey, base64-decoded; NULL: none */
+	size_t keylen;
+	char *sas;			/* SharedAccessSignature, no '?'; NULL: none */
+	char *endpoint;			/* blob endpoint, no trailing '/' */
+	int emulator;			/* UseDevelopmentStorage=true (Azurite) */
+};
+/* Parse AZURE_STORAGE_CONNECTION_STRING: 0, or -1 with a system error (78)
+ * naming the key at fault, never a value.  Exactly one of key and sas. */
+int dq_blob_conn_parse(const char *, struct dq_blob_conn *, struct dq_err *);
+void dq_blob_conn_free(struct dq_blob_conn *);	/* wipes the secrets */
+struct dq_sb_conn {
+	char *endpoint;			/* https://<host> (http:// for the emulator) */
+	char *host;			/* <namespace>.servicebus.windows.net[:port] */
+	char *key_name, *key;		/* SharedAccessKeyName, SharedAccessKey; or NULL */
+	char *sas;			/* a given SharedAccessSignature token; or NULL */
+	char *entity;			/* EntityPath; NULL: none */
+	int emulator;			/* UseDevelopmentEmulator=true */
+};
+int dq_sb_conn_parse(const char *, struct dq_sb_conn *, struct dq_err *);
+void dq_sb_conn_free(struct dq_sb_conn *);
+/* Base64 (OpenSSL): decode 0 or -1 (not base64); encode malloc'd. */
+int dq_base64_decode(const char *, unsigned char **out, size_t *len);
+char *dq_base64_encode(const unsigned char *, size_t);
+
+/* sign.c: signatures over plain inputs, and the transport rule. */
+/* Percent-encode all but A-Z a-z 0-9 - . _ ~, uppercase hex (malloc'd). */
+char *dq_url_encode(const char *);
+int dq_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t len,
+    unsigned char mac[static 32]);
+/*
+ * Shared Key for Blob Storage: the string to sign of azure-protocols.md
+ * §1.3 for the request as sent (verb; url with the path and query as
+ * sent, percent-encoded; headers as libcurl gets them, "Name: value",
+ * "Name;" for an empty one, NULL-terminated), and the Authorization
+ * value "SharedKey <account>:<signature>".  malloc'd; NULL with err (78)
+ * for a header line that is neither form.
+ */
+char *dq_sharedkey_string_to_sign(const char *verb, const char *account, const char *url,
+    const char *const *headers, struct dq_err *);
+char *dq_sharedkey_authorization(const unsigned char *key, size_t keylen, const char *verb,
+    const char *account, const char *url, const char *const *headers, struct dq_err *);
+/*
+ * A Service Bus SAS token (§2.6), the Authorization value
+ * "SharedAccessSignature sr=<enc uri>&sig=<enc sig>&se=<expiry>&skn=<name>"
+ * for resource_uri (sent as given: use a lowercase host and entity) and
+ * expiry (Unix seconds); the key is used as written, not decoded.
+ */
+char *dq_sas_token(const char *resource_uri, const char *key_name, const char *key,
+    long long expiry);
+/* 0 when url may carry a credential: https://, or http:// to loopback;
+ * else -1 with the system error "insecure_transport" (78) naming what. */
+int dq_cred_transport_ok(const char *url, const char *what, struct dq_err *);
+
+/* identity.c: managed identity (azure-protocols.md §3). */
+enum dq_mi_kind { DQ_MI_NONE, DQ_MI_WORKLOAD, DQ_MI_APP_SERVICE, DQ_MI_IMDS };
+struct dq_mi {
+	enum dq_mi_kind kind;
+	const char *name;		/* "workload identity", ... */
+	const char *from;		/* the variable that chose it */
+	const char *endpoint;		/* authority host, IDENTITY_ENDPOINT, IMDS */
+	const char *tenant, *client_id;	/* AZURE_TENANT_ID, AZURE_CLIENT_ID; or NULL */
+};
+/* The one choice of mechanism, from the environment (identity.c's top
+ * comment and dq(7) give the order): 0, or -1 with err (78). */
+int dq_mi_choose(struct dq_mi *, struct dq_err *);
+struct dq_token {
+	char *value;			/* NULL: none */
+	int64_t expires_ms, refresh_ms;	/* ms since the epoch */
+};
+/* The token in an identity endpoint's answer (expires_on, expires_in,
+ * refresh_in as numbers or strings): 0, or -1 with a system error (75). */
+int dq_token_parse(const char *body, size_t len, int64_t now_ms, struct dq_token *,
+    struct dq_err *);
+/* A new token for scope from mi, over the HTTP layer (no cache). */
+int dq_mi_fetch(const struct dq_mi *, const char *scope, struct dq_token *, struct dq_err *);
+/* resource for an MI endpoint: scope less a trailing "/.default" (malloc'd). */
+char *dq_scope_resource(const char *scope);
+/* What names a cached token: mechanism, endpoint, tenant, client, scope. */
+char *dq_mi_cache_key(const struct dq_mi *, const char *scope);
+
+/* cache.c: the token cache shared by the user's processes (DESIGN §6). */
+/*
+ * A bearer token for scope ("https://storage.azure.com/.default"), from
+ * this process, the shared cache, or one fetch: 0 with *token (free with
+ * dq_token_free), or -1 with a system error (78 configuration or
+ * refusal, 75 the identity endpoint down after the retry budget).  Safe
+ * from any thread.
+ */
+int dq_token_get(const char *scope, char **token, struct dq_err *);
+/* A service answered 401 to token: drop it here and from the shared cache
+ * (when it still holds that token).  The caller sends its request once
+ * more with a new token; a second 401 is its system error (78), never a
+ * loop.  dq_bearer_* do this for dq_http_do. */
+void dq_token_invalidate(const char *scope, const char *token);
+void dq_token_free(char *);
+/* The mechanism dq_token_get uses (and *mi), or NULL with err: for
+ * --print-config and the start-up log; reads the environment only. */
+const char *dq_mi_mechanism(const struct dq_mi **mi, struct dq_err *);
+/* The shared cache's directory for this user (malloc'd), NULL: none. */
+char *dq_token_cache_path(void);
+/* A request's bearer token: .sign = dq_bearer_sign, .unauthorized =
+ * dq_bearer_unauthorized, .sign_arg = &bearer; dq_bearer_done after. */
+struct dq_bearer {
+	const char *scope;
+	char *token;			/* the one last sent */
+};
+struct dq_http_req;
+struct dq_http_hdrs;
+int dq_bearer_sign(const struct dq_http_req *, struct dq_http_hdrs *, void *arg,
+    struct dq_err *);
+int dq_bearer_unauthorized(void *arg);
+void dq_bearer_done(struct dq_bearer *);
+
+/*
  * lib/store/: the store interface (store.c) and its backends, one file
  * each: local.c (a directory).
  *
