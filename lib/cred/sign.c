@@ -338,46 +338,37 @@ dq_sas_token(const char *resource_uri, const char *key_name, const char *key,
 /*
  * The one rule for where a credential may go (DESIGN §6): https, or plain
  * http to this machine's loopback (Azurite, the emulator, a platform's
- * identity endpoint on localhost).  Decided from the URL before any
- * connection is made.
+ * identity endpoint on localhost), as dq_http_loopback() knows it.
+ * Decided from the URL before any connection is made.
  */
-int
-dq_url_loopback(const char *url)
-{
-	const char *h = strstr(url, "://");
-	size_t n;
-
-	if (!h)
-		return 0;
-	h += 3;
-	n = strcspn(h, "/?#");
-	if (memchr(h, '@', n))	/* userinfo: the host is after it */
-		return 0;
-	if (n >= 5 && strncmp(h, "[::1]", 5) == 0)
-		return h[5] == ':' || n == 5;
-	size_t hn = strcspn(h, ":/?#");
-	if (hn == 9 && strncasecmp(h, "localhost", 9) == 0)
-		return 1;
-	if (hn >= 4 && strncmp(h, "127.", 4) == 0) {
-		int dots = 0;
-
-		for (size_t i = 0; i < hn; i++)
-			if (h[i] == '.')
-				dots++;
-			else if (!isdigit((unsigned char)h[i]))
-				return 0;
-		return dots == 3;
-	}
-	return 0;
-}
-
 int
 dq_cred_transport_ok(const char *url, const char *what, struct dq_err *err)
 {
+	char host[256];
+	const char *h;
+	size_t n;
+
 	if (strncasecmp(url, "https://", 8) == 0)
 		return 0;
-	if (strncasecmp(url, "http://", 7) == 0 && dq_url_loopback(url))
-		return 0;
+	if (strncasecmp(url, "http://", 7) == 0) {
+		h = url + 7;
+		n = strcspn(h, "/?#");
+		/* userinfo would hide the host: never loopback */
+		if (!memchr(h, '@', n)) {
+			if (*h == '[') {
+				const char *close = memchr(h, ']', n);
+
+				n = close ? (size_t)(close - h) + 1 : 0;
+			} else
+				n = strcspn(h, ":/?#");
+			if (n > 0 && n < sizeof host) {
+				memcpy(host, h, n);
+				host[n] = '\0';
+				if (dq_http_loopback(host))
+					return 0;
+			}
+		}
+	}
 	dq_err_system(err, DQ_EX_CONFIG, "insecure_transport",
 	    "%s: credentials are sent only over https:// (plain http:// only to "
 	    "127.0.0.1, ::1 or localhost)", what);
