@@ -619,6 +619,8 @@ char *dq_redact_text(const char *text);
 /* 1 when a URL's query or a header list carries a secret (for the
  * plain-http refusal). */
 int dq_redact_url_secret(const char *url);
+
+/*
  * lib/cred/: the one credential layer (DESIGN §1, §6): connection
  * strings (connstr.c), Shared Key and SAS signing and where a credential
  * may be sent (sign.c), managed identity (identity.c), and the token
