@@ -103,6 +103,7 @@ static const struct var vars[] = {
 	{ "AZURE_FEDERATED_TOKEN_FILE", NULL, STR, S(federated_token_file), 0, 0, ID },
 	{ "AZURE_TENANT_ID", NULL, STR, S(tenant_id), 0, 0, ID },
 	{ "AZURE_AUTHORITY_HOST", NULL, STR, S(authority_host), 0, 0, ID },
+	{ "AZURE_POD_IDENTITY_AUTHORITY_HOST", NULL, STR, S(pod_identity_host), 0, 0, ID },
 	{ "DQ_LOCAL_DIR", NULL, STR, S(local_dir), 0, 0, ST | QU },
 	{ "DQ_ANALYZER", NULL, STR, S(analyzer), 0, 0, AN },
 	{ "DQ_REFERENCE_DIR", NULL, STR, S(reference_dir), 0, 0, AN },
@@ -305,6 +306,38 @@ analyzer_use(void)
 	    "credentials", dq_cfg.ai_api_key ? "API key (AZURE_AI_API_KEY)" : "managed identity");
 }
 
+/*
+ * The managed identity a backend that uses one will take its tokens from
+ * (lib/cred/identity.c chooses): the mechanism, the variable that chose
+ * it, its endpoint, and the shared token cache.  Never a secret.
+ */
+static json_t *
+identity_use(void)
+{
+	struct dq_err err;
+	const struct dq_mi *mi;
+	char *cache;
+	json_t *o;
+
+	if (!dq_mi_mechanism(&mi, &err))
+		return json_pack("{s:n,s:s}", "mechanism", "problem", err.msg);
+	cache = dq_token_cache_path();
+	o = json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:s?}", "mechanism", mi->name, "from", mi->from,
+	    "endpoint", mi->endpoint, "tenant", mi->tenant, "client_id", mi->client_id,
+	    "token_cache", cache);
+	free(cache);
+	return o;
+}
+
+/* Whether a use object takes managed identity. */
+static int
+uses_identity(json_t *use)
+{
+	const char *c = json_string_value(json_object_get(use, "credentials"));
+
+	return c && strcmp(c, "managed identity") == 0;
+}
+
 void
 dq_config_print(FILE *fp, const char *prog)
 {
@@ -321,6 +354,9 @@ dq_config_print(FILE *fp, const char *prog)
 		json_object_set_new(o, "queue", queue_use());
 	if (who & AN)
 		json_object_set_new(o, "analyzer", analyzer_use());
+	if (uses_identity(json_object_get(o, "store")) || uses_identity(json_object_get(o, "queue")) ||
+	    uses_identity(json_object_get(o, "analyzer")))
+		json_object_set_new(o, "identity", identity_use());
 	for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
 		const struct var *v = &vars[i];
 		const char *s = value_of(v);

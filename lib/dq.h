@@ -253,6 +253,7 @@ struct dq_config {
 	/* identity */
 	const char *identity_endpoint, *identity_header, *client_id;
 	const char *federated_token_file, *tenant_id, *authority_host;
+	const char *pod_identity_host;		/* AZURE_POD_IDENTITY_AUTHORITY_HOST: IMDS elsewhere */
 	/* local */
 	const char *local_dir;
 	long long max_image_bytes, max_image_pixels;

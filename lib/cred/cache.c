@@ -63,10 +63,8 @@ struct entry {
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct entry *table;
 
-static pthread_once_t once = PTHREAD_ONCE_INIT, dir_once = PTHREAD_ONCE_INIT;
-static struct dq_mi mi;
-static struct dq_err mi_err;
-static int mi_rc;
+static pthread_once_t dir_once = PTHREAD_ONCE_INIT;
+static const struct dq_mi *mi;
 static char dir[PATH_MAX];	/* "": no shared cache */
 
 char *
@@ -120,22 +118,12 @@ unusable:
 	dir[0] = '\0';
 }
 
-static void
-setup(void)
-{
-	mi_rc = dq_mi_choose(&mi, &mi_err);
-}
-
 /* The mechanism, then (only for a token) the cache directory. */
 static int
 ready(struct dq_err *err)
 {
-	pthread_once(&once, setup);
-	if (mi_rc < 0) {
-		if (err)
-			*err = mi_err;
+	if (!dq_mi_mechanism(&mi, err))
 		return -1;
-	}
 	pthread_once(&dir_once, cache_dir);
 	return 0;
 }
@@ -143,7 +131,7 @@ ready(struct dq_err *err)
 static struct entry *
 entry_for(const char *scope)
 {
-	char *key = dq_mi_cache_key(&mi, scope);
+	char *key = dq_mi_cache_key(mi, scope);
 	struct entry *e;
 	char hex[65];
 
@@ -339,7 +327,7 @@ refresh(struct entry *e, const char *scope, const struct dq_token *old, struct d
 	int fd, rc = -1;
 
 	if ((fd = lock_open(e)) < 0)
-		return dq_mi_fetch(&mi, scope, out, err);
+		return dq_mi_fetch(mi, scope, out, err);
 	if (file_read(e, &ft) == 0 && usable(&ft, now) && now < ft.refresh_ms) {
 		*out = ft;
 		close(fd);
@@ -361,7 +349,7 @@ refresh(struct entry *e, const char *scope, const struct dq_token *old, struct d
 			if (errno != EINTR) {
 				close(fd);
 				tok_clear(&ft);
-				return dq_mi_fetch(&mi, scope, out, err);
+				return dq_mi_fetch(mi, scope, out, err);
 			}
 	}
 	/* Under the lock: another process may have refreshed meanwhile. */
@@ -373,7 +361,7 @@ refresh(struct entry *e, const char *scope, const struct dq_token *old, struct d
 		goto out;
 	}
 	tok_clear(&ft);
-	if ((rc = dq_mi_fetch(&mi, scope, out, err)) == 0)
+	if ((rc = dq_mi_fetch(mi, scope, out, err)) == 0)
 		file_write(e, out);
 out:
 	close(fd);		/* and the lock with it */
@@ -483,19 +471,6 @@ dq_token_free(char *token)
 		dq_wipe(token, strlen(token));
 		free(token);
 	}
-}
-
-const char *
-dq_mi_mechanism(const struct dq_mi **out, struct dq_err *err)
-{
-	pthread_once(&once, setup);
-	if (mi_rc < 0) {
-		*err = mi_err;
-		return NULL;
-	}
-	if (out)
-		*out = &mi;
-	return mi.name;
 }
 
 /* The HTTP layer's sign and unauthorized callbacks for a bearer token. */
