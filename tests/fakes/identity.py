@@ -143,20 +143,19 @@ class Handler(BaseHTTPRequestHandler):
         """A token answer in the shape of kind's endpoint, faults applied."""
         st = self.server.state
         cfg, _ = st.load_config()
+        st.count(kind)  # on arrival: a slow answer is counted while it waits
         if cfg.get("slow_ms"):
             time.sleep(cfg["slow_ms"] / 1000.0)
         fault = st.take_fault(cfg)
         if fault:
-            st.count(kind)
             return self.send(fault, {"error": "fake_fault", "error_description": "injected %d" % fault})
-        st.count(kind)
         if cfg.get("malformed"):
             return self.send(200, b'{"access_token": "eyS3CRET', "application/json")
         now = int(time.time())
         life = int(cfg.get("expires_in", 86400))
         if cfg.get("expired"):
             life = -3600
-        tok = "eyS3CRET.%s.%d.%s" % (kind, st.counts[kind], secrets.token_hex(8))
+        tok = "eyS3CRET.%s.%s" % (kind, secrets.token_hex(8))
         with st.lock:
             st.issued[tok] = (time.time(), now + life)
         num = (lambda v: v) if cfg.get("numbers") else str

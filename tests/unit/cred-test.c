@@ -1,4 +1,5 @@
 /* cred-test - the credential layer (lib/cred/) over its interface, for 41-cred.bats. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,8 @@
  * cred-test token SCOPE
  *	a bearer token for SCOPE (managed identity, the shared cache);
  *	prints the first 16 hex digits of its SHA-256, never the token.
+ * cred-test tokens N SCOPE
+ *	the same from N threads at once: prints each thread's hash.
  * cred-test call URL SCOPE
  *	GET URL with that token through the HTTP layer (a 401 drops the
  *	token and sends once more); prints the status.
@@ -43,6 +46,48 @@ fail(const struct dq_err *err)
 	return err->status;
 }
 
+struct worker {
+	pthread_t t;
+	const char *scope;
+	char *token;
+	struct dq_err err;
+	int rc;
+};
+
+static void *
+worker(void *arg)
+{
+	struct worker *w = arg;
+
+	w->rc = dq_token_get(w->scope, &w->token, &w->err);
+	return NULL;
+}
+
+static int
+tokens(int n, const char *scope, struct dq_err *err)
+{
+	struct worker *w = dq_xcalloc((size_t)n, sizeof *w);
+	int rc = 0;
+
+	for (int i = 0; i < n; i++) {
+		w[i].scope = scope;
+		if (pthread_create(&w[i].t, NULL, worker, &w[i]) != 0)
+			dq_die(DQ_EX_TEMPFAIL, "pthread_create failed");
+	}
+	for (int i = 0; i < n; i++)
+		pthread_join(w[i].t, NULL);
+	for (int i = 0; i < n; i++) {
+		if (w[i].rc < 0) {
+			*err = w[i].err;
+			rc = -1;
+		} else
+			hash_print(w[i].token);
+		dq_token_free(w[i].token);
+	}
+	free(w);
+	return rc;
+}
+
 static int
 call(const char *url, const char *scope, struct dq_err *err)
 {
@@ -75,6 +120,9 @@ main(int argc, char *argv[])
 			return fail(&err);
 		hash_print(s);
 		dq_token_free(s);
+	} else if (strcmp(cmd, "tokens") == 0 && argc == 4 && atoi(argv[2]) > 0) {
+		if (tokens(atoi(argv[2]), argv[3], &err) < 0)
+			return fail(&err);
 	} else if (strcmp(cmd, "call") == 0 && argc == 4) {
 		if (call(argv[2], argv[3], &err) < 0)
 			return fail(&err);
@@ -160,7 +208,7 @@ main(int argc, char *argv[])
 			return fail(&err);
 		printf("ok\n");
 	} else {
-		fprintf(stderr, "usage: cred-test token SCOPE | call URL SCOPE | mechanism | "
+		fprintf(stderr, "usage: cred-test token SCOPE | tokens N SCOPE | call URL SCOPE | mechanism | "
 		    "sharedkey VERB URL [HEADER...] | string-to-sign ACCOUNT VERB URL [HEADER...] | "
 		    "sas RESOURCE_URI EXPIRY | blob-conn | sb-conn | transport URL\n");
 		return DQ_EX_USAGE;
