@@ -732,7 +732,8 @@ void dq_token_free(char *);
 /* The mechanism dq_token_get uses (and *mi), or NULL with err: for
  * --print-config and the start-up log; reads the environment only. */
 const char *dq_mi_mechanism(const struct dq_mi **mi, struct dq_err *);
-/* The shared cache's directory for this user (malloc'd), NULL: none. */
+/* The shared cache's directory for this user (malloc'd; cache.c's top
+ * comment says where). */
 char *dq_token_cache_path(void);
 /* A request's bearer token: .sign = dq_bearer_sign, .unauthorized =
  * dq_bearer_unauthorized, .sign_arg = &bearer; dq_bearer_done after. */

@@ -6,8 +6,8 @@
  * tokens are kept in files: one per (mechanism, endpoint, tenant, client,
  * scope), named by the SHA-256 of that key, in a directory of the user's
  * own: $DQ_STATE_DIR/tokens-<uid>, else $XDG_RUNTIME_DIR/dq-tokens-<uid>,
- * else none (each process then fetches its own, and says so at debug
- * level).
+ * else ${TMPDIR:-/tmp}/dq-tokens-<uid> (a container sets neither).  One
+ * that cannot be used leaves each process to fetch its own, logged.
  *
  * - The directory is 0700 and the user's; one that is someone else's is
  *   not used at all.  A file is trusted only when it is a regular file,
@@ -71,12 +71,17 @@ char *
 dq_token_cache_path(void)
 {
 	const char *state = getenv("DQ_STATE_DIR"), *run = getenv("XDG_RUNTIME_DIR");
+	const char *tmp = getenv("TMPDIR");
 
 	if (state && *state)
 		return dq_xasprintf("%s/tokens-%ld", state, (long)geteuid());
 	if (run && *run)
 		return dq_xasprintf("%s/dq-tokens-%ld", run, (long)geteuid());
-	return NULL;
+	/* A container sets neither: the temporary directory, where a
+	 * directory someone else made first is refused like any other. */
+	if (!(tmp && *tmp))
+		tmp = "/tmp";
+	return dq_xasprintf("%s/dq-tokens-%ld", tmp, (long)geteuid());
 }
 
 /* The cache directory: made 0700 when missing; the user's or unused. */
@@ -86,12 +91,6 @@ cache_dir(void)
 	char *path = dq_token_cache_path();
 	struct stat st;
 
-	if (!path) {
-		dq_log(DQ_DEBUG, "token_cache", NULL, "neither DQ_STATE_DIR nor XDG_RUNTIME_DIR "
-		    "is set: tokens are not shared with other processes");
-		dir[0] = '\0';
-		return;
-	}
 	if (strlen(path) >= sizeof dir - 64) {
 		errno = ENAMETOOLONG;
 		snprintf(dir, sizeof dir, "%.*s", (int)sizeof dir - 64, path);

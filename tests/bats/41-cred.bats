@@ -5,63 +5,15 @@
 # against openssl, connection strings, and where credentials may go.
 
 load helpers
-
-CRED="$DQ_BUILD/tests/unit/cred-test"
-SCOPE=https://storage.azure.com/.default
+load identity
 
 setup() {
 	dq_env
-	[ -x "$CRED" ] || fail "$CRED is not built: run 'make tests/unit/cred-test'"
-	unset IDENTITY_ENDPOINT IDENTITY_HEADER AZURE_CLIENT_ID AZURE_FEDERATED_TOKEN_FILE \
-		AZURE_TENANT_ID AZURE_AUTHORITY_HOST AZURE_POD_IDENTITY_AUTHORITY_HOST \
-		XDG_RUNTIME_DIR MSI_ENDPOINT MSI_SECRET FAKE_CLIENT_ID
-	export DQ_STATE_DIR=$BATS_TEST_TMPDIR/state
-	mkdir -p "$DQ_STATE_DIR"
-	export DQ_RETRY_BASE_MS=10 DQ_RETRY_CAP_MS=50 DQ_RETRY_BUDGET_MS=3000
-	F=$BATS_TEST_TMPDIR/fake
-	mkdir -p "$F"
-	export FAKE_IDENTITY_HEADER="S3CRET-header-$$" FAKE_TENANT=tenant-1
-	export FAKE_ASSERTION="S3CRET-assertion-$$"
+	identity_env
 }
 
 teardown() {
-	[ -z "${FAKE_PID:-}" ] || kill "$FAKE_PID" 2>/dev/null || true
-}
-
-# fake_start: the identity fake on a free port of 127.0.0.1; sets PORT.
-fake_start() {
-	python3 "$DQ_TOP/tests/fakes/identity.py" "$F" 2>"$F/stderr" &
-	FAKE_PID=$!
-	wait_for 10 test -s "$F/port" || fail "the identity fake did not start: $(cat "$F/stderr")"
-	PORT=$(cat "$F/port")
-}
-
-# fake_config JSON: the fake's faults and token shapes from now on.
-fake_config() {
-	printf '%s\n' "$1" >"$F/config.tmp" && mv "$F/config.tmp" "$F/config.json"
-}
-
-# calls WHAT: the fake's count of WHAT (app_service, workload, imds,
-# rejected, service).
-calls() {
-	jq -r ".$1" "$F/counts.json"
-}
-
-app_service() {
-	fake_start
-	export IDENTITY_ENDPOINT="http://127.0.0.1:$PORT/msi/token" IDENTITY_HEADER=$FAKE_IDENTITY_HEADER
-}
-
-workload() {
-	fake_start
-	printf '%s\n' "$FAKE_ASSERTION" >"$BATS_TEST_TMPDIR/sa-token"
-	export AZURE_FEDERATED_TOKEN_FILE=$BATS_TEST_TMPDIR/sa-token AZURE_TENANT_ID=tenant-1 \
-		AZURE_CLIENT_ID=fake-client AZURE_AUTHORITY_HOST="http://127.0.0.1:$PORT/"
-}
-
-imds() {
-	fake_start
-	export AZURE_POD_IDENTITY_AUTHORITY_HOST="http://127.0.0.1:$PORT"
+	identity_teardown
 }
 
 # cache_file: the one token file of the shared cache.
@@ -105,12 +57,20 @@ past_refresh() {
 	assert_equal "$(calls app_service)" 1
 }
 
-@test "without a shared cache directory each process fetches its own token" {
+@test "without DQ_STATE_DIR the cache is under XDG_RUNTIME_DIR, else under TMPDIR" {
 	app_service
 	unset DQ_STATE_DIR
+	export XDG_RUNTIME_DIR=$BATS_TEST_TMPDIR/run TMPDIR=$BATS_TEST_TMPDIR/tmp
+	mkdir -m 700 "$XDG_RUNTIME_DIR" "$TMPDIR"
+	"$CRED" token "$SCOPE" >/dev/null
+	"$CRED" token "$SCOPE" >/dev/null
+	assert_equal "$(calls app_service)" 1
+	assert_equal "$(find "$XDG_RUNTIME_DIR/dq-tokens-$(id -u)" -name '*.json' | wc -l)" 1
+	unset XDG_RUNTIME_DIR
 	"$CRED" token "$SCOPE" >/dev/null
 	"$CRED" token "$SCOPE" >/dev/null
 	assert_equal "$(calls app_service)" 2
+	assert_equal "$(find "$TMPDIR/dq-tokens-$(id -u)" -name '*.json' | wc -l)" 1
 }
 
 @test "Container Apps: api-version 2019-08-01, resource from the scope, the header, client_id from AZURE_CLIENT_ID" {
@@ -436,6 +396,9 @@ past_refresh() {
 	assert_equal "$(log_events "$stderr")" token_cache_untrusted
 	run find "$d" -type f
 	assert_output ""
+	# each process then fetches its own
+	"$CRED" token "$SCOPE" >/dev/null 2>&1
+	assert_equal "$(calls app_service)" 2
 }
 
 # --- Shared Key and SAS equal openssl's ---------------------------------
