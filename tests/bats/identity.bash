@@ -5,6 +5,7 @@
 # shellcheck shell=bash
 
 CRED="$DQ_BUILD/tests/unit/cred-test"
+# shellcheck disable=SC2034 # used by the suites that load this
 SCOPE=https://storage.azure.com/.default
 
 # identity_env: no identity variable of the caller's, a fresh token cache
