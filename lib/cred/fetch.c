@@ -155,7 +155,8 @@ dq_mi_fetch(const struct dq_mi *mi, const char *scope, struct dq_token *t, struc
 		 * off Azure it does not answer: fail fast. */
 		req.credentials = 0;
 		req.no_proxy = 1;
-		req.connect_timeout_ms = 2000;
+		req.connect_timeout_ms = 1000;
+		req.deadline_ms = dq_now_ms() + 15000;
 		break;
 	default:
 		dq_err_system(err, DQ_EX_CONFIG, "bad_identity", "no managed identity mechanism");
@@ -165,6 +166,18 @@ dq_mi_fetch(const struct dq_mi *mi, const char *scope, struct dq_token *t, struc
 	req.headers = headers;
 	req.max_body = 64 * 1024;
 	if (dq_http_do(&req, &resp, err) < 0) {
+		if (mi->kind == DQ_MI_IMDS && resp.status == 0) {
+			/* Off Azure nothing answers there: a configuration error. */
+			char why[160];
+
+			snprintf(why, sizeof why, "%s", err->code);
+			dq_err_system(err, DQ_EX_CONFIG, "no_identity",
+			    "no managed identity: the VM metadata endpoint %s did not answer (%s); "
+			    "on Container Apps or App Service IDENTITY_ENDPOINT is set, on AKS "
+			    "AZURE_FEDERATED_TOKEN_FILE; else use a connection string or key",
+			    mi->endpoint, why);
+			goto out;
+		}
 		/* A token fetch is nobody's record: every failure is the system's. */
 		if (err->scope == DQ_SCOPE_RECORD || err->status == DQ_EX_CONFIG) {
 			answer_error(&resp, detail, sizeof detail);

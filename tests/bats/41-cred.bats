@@ -530,3 +530,11 @@ sharedkey_openssl() {
 	run find "$DQ_STATE_DIR" -name '*.json'
 	assert_output ""
 }
+
+@test "no metadata endpoint answering (off Azure, nothing configured) is a configuration error (78), within seconds" {
+	export AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:9 DQ_RETRY_ATTEMPTS=3
+	run --separate-stderr "$CRED" token "$SCOPE"
+	assert_failure 78
+	assert_output ""
+	assert_equal "$(jq -rs 'map(select(.level == "ERROR")) | .[0].code' <<<"$stderr")" no_identity
+}
