@@ -538,3 +538,21 @@ sharedkey_openssl() {
 	assert_output ""
 	assert_equal "$(jq -rs 'map(select(.level == "ERROR")) | .[0].code' <<<"$stderr")" no_identity
 }
+
+@test "the identity fake rejects what Azure would: no Metadata header, another api-version, a JSON body, a scope for a resource" {
+	fake_start
+	local base=http://127.0.0.1:$PORT
+	run curl -s -o /dev/null -w '%{http_code}' "$base/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://storage.azure.com"
+	assert_output 400
+	run curl -s -o /dev/null -w '%{http_code}' -H "X-IDENTITY-HEADER: $FAKE_IDENTITY_HEADER" "$base/msi/token?api-version=2017-09-01&resource=https://storage.azure.com"
+	assert_output 400
+	run curl -s -o /dev/null -w '%{http_code}' -H "X-IDENTITY-HEADER: $FAKE_IDENTITY_HEADER" "$base/msi/token?api-version=2019-08-01&resource=https://storage.azure.com/.default"
+	assert_output 400
+	run curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -d '{}' "$base/tenant-1/oauth2/v2.0/token"
+	assert_output 400
+	assert_equal "$(calls rejected)" 4
+	assert_equal "$(calls app_service)$(calls imds)$(calls workload)" 000
+	# and takes the documented request
+	run curl -s -H 'Metadata: true' "$base/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fstorage.azure.com"
+	assert_equal "$(jq -r .token_type <<<"$output")" Bearer
+}

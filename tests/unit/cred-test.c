@@ -128,10 +128,11 @@ main(int argc, char *argv[])
 			return fail(&err);
 	} else if (strcmp(cmd, "mechanism") == 0 && argc == 2) {
 		const struct dq_mi *mi;
-		char *dir = dq_token_cache_path();
+		char *dir;
 
 		if (!dq_mi_mechanism(&mi, &err))
 			return fail(&err);
+		dir = dq_token_cache_path();
 		json_t *o = json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:s?}", "mechanism", mi->name,
 		    "from", mi->from, "endpoint", mi->endpoint, "tenant", mi->tenant,
 		    "client_id", mi->client_id, "cache", dir);
