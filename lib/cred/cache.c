@@ -117,13 +117,20 @@ unusable:
 	dir[0] = '\0';
 }
 
-/* The mechanism, then (only for a token) the cache directory. */
+/* The mechanism and the directory, once: the first token asked for. */
+static void
+setup(void)
+{
+	dq_mi_mechanism(&mi, NULL);
+	cache_dir();
+}
+
 static int
 ready(struct dq_err *err)
 {
-	if (!dq_mi_mechanism(&mi, err))
+	if (!dq_mi_mechanism(NULL, err))
 		return -1;
-	pthread_once(&dir_once, cache_dir);
+	pthread_once(&dir_once, setup);
 	return 0;
 }
 
