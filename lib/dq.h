@@ -155,6 +155,9 @@ void dq_emit(json_t *rec);
  * that wins over status, and in a parallel loop over the loop's status so
  * far; no thread writes a record after it.  Safe from any thread. */
 _Noreturn void dq_stop(int status, const struct dq_err *, json_t *ctx);
+/* Threads other than the caller's hold records: dq_emit and dq_stop exit
+ * at once (_exit) rather than run exit handlers under them. */
+void dq_threads_started(void);
 /*
  * The parallel form, for a stage whose work on a record takes long
  * (dq-analyze; a long-lived stage of a stream): records from stdin worked
@@ -175,7 +178,8 @@ _Noreturn void dq_stop(int status, const struct dq_err *, json_t *ctx);
  * - stdin is read only while a thread is free: at most 2*jobs records are
  *   in hand.  Records are written in the order they are done.
  * - SIGTERM and SIGINT are blocked in every thread and taken by one (for
- *   the rest of the process): from then on no job starts, every record in
+ *   the rest of the process), unless they were ignored at start (a
+ *   shell's trap '' TERM: whoever started the stage decides): from then on no job starts, every record in
  *   hand or still readable from stdin without waiting gets fail() with the
  *   retryable record error "shutdown" and is written out, the jobs in
  *   flight finish, and the loop returns.

@@ -361,7 +361,7 @@ dead_reasons() {
 	assert_equal "$(jq -r .skipped.reason <<<"$output")" processed
 }
 
-@test "--once takes one batch of WORKER_MAX_MESSAGES" {
+@test "--once takes one window of WORKER_MAX_MESSAGES" {
 	send 5
 	WORKER_MAX_MESSAGES=2 run --separate-stderr dq-worker --once
 	assert_success
@@ -369,7 +369,7 @@ dead_reasons() {
 	assert_equal "$(ready_count)" 3
 }
 
-@test "--max-runtime takes no batch it could not finish in time" {
+@test "--max-runtime takes no message it could not finish in time" {
 	send 2
 	run --separate-stderr dq-worker --max-runtime 1
 	assert_success
@@ -431,7 +431,7 @@ dead_reasons() {
 	json_lines "$BATS_TEST_TMPDIR/err"
 	assert_equal "$(settled "$(cat "$BATS_TEST_TMPDIR/out")")" "2 completed 1"
 	assert_equal "$(jq -r 'select(.event == "shutdown" and .prog == "dq-worker") | .msg' "$BATS_TEST_TMPDIR/err")" \
-		"SIGTERM: taking no more batches, finishing this one within 8s"
+		"SIGTERM: taking no more messages, finishing those in flight within 8s"
 }
 
 @test "numbers the C programs refuse stop the worker at the preflight with 78" {
