@@ -267,6 +267,8 @@ struct dq_config {
 	double ingest_drain_ms;		/* DQ_INGEST_DRAIN_MS: a refused CGI body, default 5000 */
 	double analyze_delay_ms;	/* DQ_TEST_ANALYZE_DELAY_MS: test hook, 0 */
 	double analyze_delay_p99_ms;	/* DQ_TEST_ANALYZE_DELAY_P99_MS: its spread, 0 */
+	const char *analyze_slow_sku;	/* DQ_TEST_ANALYZE_SLOW_SKU: test hook, the SKU of slow images */
+	double analyze_slow_ms;		/* DQ_TEST_ANALYZE_SLOW_MS: their delay instead, 0 */
 	int test_send_fsync_fail;	/* DQ_TEST_SEND_FSYNC_FAIL: test hook, 0 */
 };
 extern struct dq_config dq_cfg;
@@ -678,9 +680,11 @@ int dq_analyzer_check(struct dq_analyzer *, const char *sku, struct dq_err *);
 /*
  * The test hook of a slow model: sleep DQ_TEST_ANALYZE_DELAY_MS, or with
  * DQ_TEST_ANALYZE_DELAY_P99_MS a log-normal delay of that median and 99th
- * percentile, drawn anew each call (any thread).  Nothing when unset.
+ * percentile, drawn anew each call (any thread); an image of the SKU
+ * DQ_TEST_ANALYZE_SLOW_SKU sleeps DQ_TEST_ANALYZE_SLOW_MS instead.  Nothing
+ * when unset.
  */
-void dq_analyzer_test_delay(void);
+void dq_analyzer_test_delay(const char *sku);
 const char *dq_analyzer_name(const struct dq_analyzer *);	/* "reference", "azure-openai" */
 void dq_analysis_free(struct dq_analysis *);
 

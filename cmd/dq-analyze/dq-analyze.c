@@ -61,7 +61,7 @@ analyze(json_t *msg, const unsigned char *data, size_t len, const char *sha256,
 	if (dq_image_validate(data, len, &in, err) < 0)
 		return NULL;
 	started = dq_now_ms();
-	dq_analyzer_test_delay();	/* test hook: a slow model */
+	dq_analyzer_test_delay(sku);	/* test hook: a slow model */
 	if (dq_analyzer_analyze(analyzer, sku, data, len, &in, &a, err) < 0)
 		return NULL;
 	if (dq_findings_check(a.findings, in.width, in.height, err) < 0) {
