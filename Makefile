@@ -23,7 +23,9 @@ override CFLAGS += -std=c11 -D_GNU_SOURCE -pthread \
 	-Wall -Wextra -Wshadow -Wformat=2 -Wpointer-arith -Wcast-qual \
 	-Wstrict-prototypes -Wmissing-prototypes -Wvla -Wno-unused-parameter \
 	-Ilib $(PKG_CFLAGS)
-LDLIBS = $(PKG_LIBS) -lfcgi -lm -pthread
+# --as-needed: a program links only the libraries it calls (said here, as a
+# sanitizer build would link them all): the local path loads no libssl.
+LDLIBS = -Wl,--as-needed $(PKG_LIBS) -lfcgi -lm -pthread
 
 PROGS = dq-put dq-enqueue dq-dequeue dq-analyze dq-ingest
 SCRIPTS = dq-worker
@@ -102,16 +104,18 @@ check-asan:
 	$(MAKE) check-run B=build/asan CFLAGS="-O1 -g $(SAN)" LDFLAGS="$(SAN)"
 
 # ThreadSanitizer over the suites whose programs run threads (dq-analyze -j
-# and its lease keeper, and the worker that drives them; the token cache's
-# threads, through cred-test); a race it reports
+# and its lease keeper, the worker that drives them, the HTTP layer's
+# shared pool under http-test -n, and the token cache's threads under
+# cred-test); a race it reports
 # fails the program with 86.  Threads left unjoined are not reported: a
 # system error ends dq-analyze at once from the thread that met it, by
 # design.  26-analyze-threads also makes its own TSan dq-analyze in every run.
 TSAN = -fsanitize=thread
 TSAN_SUITES = tests/bats/21-analyze.bats tests/bats/22-worker.bats tests/bats/26-analyze-threads.bats \
-	tests/bats/41-cred.bats
+	tests/bats/40-http.bats tests/bats/41-cred.bats
 check-tsan:
-	$(MAKE) all build/tsan/tests/unit/cred-test B=build/tsan CFLAGS="-O1 -g $(TSAN)" LDFLAGS="$(TSAN)"
+	$(MAKE) all build/tsan/tests/unit/http-test build/tsan/tests/unit/cred-test B=build/tsan \
+		CFLAGS="-O1 -g $(TSAN)" LDFLAGS="$(TSAN)"
 	DQ_TOP="$(CURDIR)" DQ_BUILD="$(CURDIR)/build/tsan" DQ_TSAN_BUILD="$(CURDIR)/build/tsan" \
 		TSAN_OPTIONS="exitcode=86 report_thread_leaks=0" $(BATS) $(BATS_JOBS) $(TSAN_SUITES)
 

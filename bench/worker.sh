@@ -1,5 +1,6 @@
 #!/bin/bash
-# worker.sh - what dq-worker costs beside the work, measured side by side in
+# worker.sh - what dq-worker costs beside the work, this tree beside BASE
+# (default b188c1d, the last worker of batches), measured side by side in
 # one run and printed as ratios:
 #
 #   1. trivial analysis: messages whose artifacts exist already (redelivered,
@@ -10,15 +11,18 @@
 #   3. a slow model (DQ_TEST_ANALYZE_DELAY_MS), of fixed latency and of one
 #      that spreads (DQ_TEST_ANALYZE_DELAY_P99_MS: log-normal), for
 #      WORKER_MAX_MESSAGES 1, 4 and 16: messages per second over the ideal
-#      N / mean latency.
+#      N / mean latency, on 40 N messages (at least BENCH_SLOW_MESSAGES).
 #
-# usage: bench/worker.sh        (BENCH_MESSAGES, default 200; BENCH_DELAY_MS,
+# usage: bench/worker.sh        (BASE=rev or BASE_TREE=dir as in base.sh;
+#                                BENCH_MESSAGES, default 200; BENCH_DELAY_MS,
 #                                default 200; BENCH_P99_MS, default 1000;
 #                                BENCH_SLOW_MESSAGES, default 64)
-# Needs a built tree (make all) and jq; works in scratch directories.
+# Needs a built tree (make all), git and jq; works in scratch directories.
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck disable=SC2034 # read by base.sh
+base=${BASE:-b188c1d}
 msgs=${BENCH_MESSAGES:-200}
 delay=${BENCH_DELAY_MS:-200}
 p99_ms=${BENCH_P99_MS:-1000}
@@ -27,8 +31,9 @@ for p in dq-worker dq-put dq-analyze; do
 	[ -x "$top/bin/$p" ] || { echo "worker.sh: build first (make)" >&2; exit 69; }
 done
 command -v jq >/dev/null || { echo "worker.sh: jq is missing" >&2; exit 69; }
-PATH=$top/bin:$top/tools:$PATH
+PATH=$top/tools:$PATH
 export PATH LOG_LEVEL=ERROR DQ_LOG_FORMAT=json DQ_WORKER_WAIT_SECONDS=0.2
+tools_path=$PATH
 export DQ_DUPLICATE_WINDOW_SECONDS=0 # the same messages are sent again
 unset AZURE_STORAGE_CONNECTION_STRING AZURE_STORAGE_ACCOUNT AZURE_SERVICEBUS_CONNECTION_STRING \
 	AZURE_SERVICEBUS_NAMESPACE AZURE_AI_PROJECT_ENDPOINT DQ_ANALYZER DQ_TEST_ANALYZE_DELAY_MS
@@ -44,11 +49,22 @@ cleanup() { rm -rf "$scratch" "${places[@]}"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# BASE built beside this tree
+# shellcheck disable=SC2034 # read by base.sh
+work=$scratch
+# shellcheck source=bench/base.sh
+. "$top/bench/base.sh"
+base_build
+trees=("base:$basebin" "new:$top/bin")
+
 # One set of small images and references, drawn once.
 images=$scratch/images
-dq-synth -s 7 -o "$images" -W 320 -H 240 --refs 3 --good "$msgs" --defects 0 >/dev/null
+need=$msgs
+[ "$need" -ge $((40 * 16)) ] || need=$((40 * 16))
+dq-synth -s 7 -o "$images" -W 320 -H 240 --refs 3 --good "$need" --defects 0 >/dev/null
 export DQ_REFERENCE_DIR=$images/reference DQ_CACHE_DIR=$images/cache
-files=("$images"/samples/*)
+all_files=("$images"/samples/*)
+files=("${all_files[@]:0:$msgs}")
 
 # TIMED LABEL COMMAND...: wall, user and system seconds of COMMAND and its
 # children, appended to $times as "LABEL wall cpu".
@@ -74,63 +90,80 @@ floor() {
 		dq-dequeue --settle --require stored
 }
 
+# slow_count N: the messages of the slow runs for N in flight.
+slow_count() {
+	local c=$((40 * $1))
+	[ "$c" -ge "$slow" ] || c=$slow
+	echo "$c"
+}
+
 times=$scratch/times
-DQ_LOCAL_DIR=$scratch/warm dq-analyze "${files[0]}" >/dev/null # builds the model cache once
+DQ_LOCAL_DIR=$scratch/warm "$top/bin/dq-analyze" "${files[0]}" >/dev/null # builds the model cache once
 
-# 1. trivial analysis, on tmpfs and on disk
-for d in "${places[@]}"; do
-	where=${d%/*}
+# Each measurement for BASE and this tree in turn, each in its own spool.
+for tree in "${trees[@]}"; do
+	t=${tree%%:*}
+	PATH=${tree#*:}:$tools_path
+
+	# 1. trivial analysis, on tmpfs and on disk
+	for d in "${places[@]}"; do
+		where=${d%/*}
+		mkdir "$d/$t"
+		setup "$d/$t"
+		WORKER_MAX_MESSAGES=10 dq-worker --drain >/dev/null 2>&1 # the artifacts
+		resend
+		timed "$t-trivial-worker-$where" env WORKER_MAX_MESSAGES=10 dq-worker --drain
+		resend
+		timed "$t-trivial-floor-$where" floor
+	done
+
+	# 2. the reference analyzer: the worker beside dq-analyze alone
+	d=$scratch/reference-$t
+	mkdir "$d"
 	setup "$d"
-	WORKER_MAX_MESSAGES=10 dq-worker --drain >/dev/null 2>&1 # the artifacts
-	resend
-	timed "trivial-worker-$where" env WORKER_MAX_MESSAGES=10 dq-worker --drain
-	resend
-	timed "trivial-floor-$where" floor
-done
+	timed "$t-reference-worker" env WORKER_MAX_MESSAGES=10 dq-worker --drain
+	export DQ_LOCAL_DIR=$d/dq
+	timed "$t-reference-analyze" dq-analyze -j 10 <"$d/messages"
 
-# 2. the reference analyzer: the worker beside dq-analyze alone
-d=$scratch/reference
-mkdir "$d"
-setup "$d"
-timed reference-worker env WORKER_MAX_MESSAGES=10 dq-worker --drain
-export DQ_LOCAL_DIR=$d/dq
-timed reference-analyze dq-analyze -j 10 <"$d/messages"
-
-# 3. a slow model, N in flight: a fixed latency, then one that spreads
-# (log-normal, median BENCH_DELAY_MS, p99 BENCH_P99_MS)
-for n in 1 4 16; do
-	for kind in fixed spread; do
-		export DQ_LOCAL_DIR=$scratch/slow-$kind-$n/dq
-		dq-put --sku WK-KN-200 --facility yangjiang "${files[@]:0:$slow}" | dq-enqueue >/dev/null
-		p99=0
-		[ "$kind" = fixed ] || p99=$p99_ms
-		timed "slow-$kind-$n" env WORKER_MAX_MESSAGES="$n" DQ_TEST_ANALYZE_DELAY_MS="$delay" \
-			DQ_TEST_ANALYZE_DELAY_P99_MS="$p99" dq-worker --drain
+	# 3. a slow model, N in flight: a fixed latency, then one that spreads
+	# (log-normal, median BENCH_DELAY_MS, p99 BENCH_P99_MS)
+	for n in 1 4 16; do
+		for kind in fixed spread; do
+			export DQ_LOCAL_DIR=$scratch/slow-$t-$kind-$n/dq
+			dq-put --sku WK-KN-200 --facility yangjiang "${all_files[@]:0:$(slow_count "$n")}" | dq-enqueue >/dev/null
+			p99=0
+			[ "$kind" = fixed ] || p99=$p99_ms
+			timed "$t-slow-$kind-$n" env WORKER_MAX_MESSAGES="$n" DQ_TEST_ANALYZE_DELAY_MS="$delay" \
+				DQ_TEST_ANALYZE_DELAY_P99_MS="$p99" dq-worker --drain
+		done
 	done
 done
 
-# The table.
+# The table: BASE beside this tree.
 get() { awk -v l="$1" -v f="$2" '$1 == l { print $f }' "$times"; }
 ratio() { echo "scale=3; $1 / $2" | bc; }
 rate() { echo "scale=1; $1 / $2" | bc; }
-echo "dq-worker, $msgs messages ($(nproc) cores)"
+# shellcheck disable=SC2154 # set by base_build
+echo "dq-worker, $msgs messages ($(nproc) cores): $rev (batches) beside this tree (one stream)"
 echo
-printf '%-30s %10s %12s %14s\n' "trivial analysis" "msg/s" "CPU ms/msg" "worker/floor"
+printf '%-34s %10s %12s %14s\n' "trivial analysis" "msg/s" "CPU ms/msg" "worker/floor"
 for where in /dev/shm /var/tmp; do
-	w=$(get "trivial-worker-$where" 2) || continue
-	[ -n "$w" ] || continue
-	f=$(get "trivial-floor-$where" 2)
-	printf '%-30s %10s %12s\n' "worker ($where)" "$(rate "$msgs" "$w")" \
-		"$(echo "scale=2; $(get "trivial-worker-$where" 3) * 1000 / $msgs" | bc)"
-	printf '%-30s %10s %12s %14s\n' "one pipeline ($where)" "$(rate "$msgs" "$f")" \
-		"$(echo "scale=2; $(get "trivial-floor-$where" 3) * 1000 / $msgs" | bc)" \
-		"$(ratio "$f" "$w")"
+	for t in base new; do
+		w=$(get "$t-trivial-worker-$where" 2)
+		[ -n "$w" ] || continue
+		f=$(get "$t-trivial-floor-$where" 2)
+		printf '%-34s %10s %12s %14s\n' "$t worker ($where)" "$(rate "$msgs" "$w")" \
+			"$(echo "scale=2; $(get "$t-trivial-worker-$where" 3) * 1000 / $msgs" | bc)" "$(ratio "$f" "$w")"
+		printf '%-34s %10s %12s\n' "$t one pipeline ($where)" "$(rate "$msgs" "$f")" \
+			"$(echo "scale=2; $(get "$t-trivial-floor-$where" 3) * 1000 / $msgs" | bc)"
+	done
 done
 echo
-w=$(get reference-worker 2) a=$(get reference-analyze 2)
-printf '%-30s %10s %14s\n' "reference analyzer" "wall s" "worker/alone"
-printf '%-30s %10s\n' "dq-analyze -j 10 alone" "$a"
-printf '%-30s %10s %14s\n' "dq-worker --drain" "$w" "$(ratio "$w" "$a")"
+printf '%-34s %10s %10s %14s\n' "reference analyzer" "worker s" "alone s" "worker/alone"
+for t in base new; do
+	w=$(get "$t-reference-worker" 2) a=$(get "$t-reference-analyze" 2)
+	printf '%-34s %10s %10s %14s\n' "$t" "$w" "$a" "$(ratio "$w" "$a")"
+done
 echo
 # the mean of the log-normal latency: median * exp(sigma^2 / 2), sigma = ln(p99 / median) / z99
 mean_spread=$(echo "s = l($p99_ms / $delay) / 2.3263; m = $delay * e(s * s / 2); scale = 1; m / 1" | bc -l)
@@ -141,12 +174,13 @@ for kind in fixed spread; do
 		mean=$mean_spread
 		label="median ${delay}, p99 ${p99_ms} ms"
 	fi
-	printf '%-30s %10s %10s %14s\n' "$label" "msg/s" "ideal" "of ideal"
+	printf '%-34s %8s %8s %8s %10s %10s\n' "$label" "msgs" "ideal" "base/s" "new/s" "new/ideal"
 	for n in 1 4 16; do
-		s=$(get "slow-$kind-$n" 2)
-		r=$(rate "$slow" "$s")
 		ideal=$(echo "scale=1; $n * 1000 / $mean" | bc)
-		printf '%-30s %10s %10s %14s\n' "WORKER_MAX_MESSAGES=$n" "$r" "$ideal" "$(ratio "$r" "$ideal")"
+		b=$(rate "$(slow_count "$n")" "$(get "base-slow-$kind-$n" 2)")
+		r=$(rate "$(slow_count "$n")" "$(get "new-slow-$kind-$n" 2)")
+		printf '%-34s %8s %8s %8s %10s %10s\n' "WORKER_MAX_MESSAGES=$n" "$(slow_count "$n")" "$ideal" \
+			"$b ($(ratio "$b" "$ideal"))" "$r" "$(ratio "$r" "$ideal")"
 	done
 	echo
 done

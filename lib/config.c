@@ -130,6 +130,9 @@ static const struct var vars[] = {
 	{ "DQ_INGEST_DRAIN_MS", "5000", MS, S(ingest_drain_ms), 0, 600000, IN },
 	{ "DQ_TEST_ANALYZE_DELAY_MS", "0", MS, S(analyze_delay_ms), 0, 3600000, AN },
 	{ "DQ_TEST_ANALYZE_DELAY_P99_MS", "0", MS, S(analyze_delay_p99_ms), 0, 3600000, AN },
+	{ "DQ_TEST_ANALYZE_SLOW_SKU", NULL, STR, S(analyze_slow_sku), 0, 0, AN },
+	{ "DQ_TEST_ANALYZE_SLOW_MS", "0", MS, S(analyze_slow_ms), 0, 3600000, AN },
+	{ "DQ_TEST_ANALYZE_URL", NULL, STR, S(test_analyze_url), 0, 0, AN },
 	{ "DQ_TEST_SEND_FSYNC_FAIL", "0", FLAG, S(test_send_fsync_fail), 0, 0, QU },
 };
 #undef S
@@ -288,7 +291,7 @@ analyzer_use(void)
 {
 	struct dq_err err;
 	const char *b = dq_analyzer_choice(&err);
-	char *cache;
+	char *cache, url[1024];
 	json_t *o;
 
 	if (!b)
@@ -302,7 +305,8 @@ analyzer_use(void)
 		return o;
 	}
 	return json_pack("{s:s,s:s?,s:s,s:s}", "backend", b,
-	    "endpoint", dq_cfg.ai_endpoint, "deployment", dq_cfg.vision_deployment,
+	    "endpoint", dq_cfg.ai_endpoint ? dq_redact_url(dq_cfg.ai_endpoint, url, sizeof url) : NULL,
+	    "deployment", dq_cfg.vision_deployment,
 	    "credentials", dq_cfg.ai_api_key ? "API key (AZURE_AI_API_KEY)" : "managed identity");
 }
 
@@ -343,6 +347,7 @@ dq_config_print(FILE *fp, const char *prog)
 {
 	json_t *o = json_pack("{s:s}", "program", prog), *vs = json_object();
 	int who = ALL;
+	char url[1024];
 
 	for (size_t i = 0; i < sizeof progs / sizeof progs[0]; i++)
 		if (strcmp(progs[i].name, prog) == 0)
@@ -367,6 +372,8 @@ dq_config_print(FILE *fp, const char *prog)
 			json_object_set_new(vs, v->name, json_null());
 		else if (v->kind == SECRET)
 			json_object_set_new(vs, v->name, json_string("<set>"));
+		else if (strstr(s, "://"))	/* a URL may hold a SAS: redact.c's rule */
+			json_object_set_new(vs, v->name, json_string(dq_redact_url(s, url, sizeof url)));
 		else
 			json_object_set_new(vs, v->name, json_string(s));
 	}

@@ -159,6 +159,9 @@ void dq_emit(json_t *rec);
  * that wins over status, and in a parallel loop over the loop's status so
  * far; no thread writes a record after it.  Safe from any thread. */
 _Noreturn void dq_stop(int status, const struct dq_err *, json_t *ctx);
+/* Threads other than the caller's hold records: dq_emit and dq_stop exit
+ * at once (_exit) rather than run exit handlers under them. */
+void dq_threads_started(void);
 /*
  * The parallel form, for a stage whose work on a record takes long
  * (dq-analyze; a long-lived stage of a stream): records from stdin worked
@@ -179,7 +182,8 @@ _Noreturn void dq_stop(int status, const struct dq_err *, json_t *ctx);
  * - stdin is read only while a thread is free: at most 2*jobs records are
  *   in hand.  Records are written in the order they are done.
  * - SIGTERM and SIGINT are blocked in every thread and taken by one (for
- *   the rest of the process): from then on no job starts, every record in
+ *   the rest of the process), unless they were ignored at start (a
+ *   shell's trap '' TERM: whoever started the stage decides): from then on no job starts, every record in
  *   hand or still readable from stdin without waiting gets fail() with the
  *   retryable record error "shutdown" and is written out, the jobs in
  *   flight finish, and the loop returns.
@@ -270,6 +274,9 @@ struct dq_config {
 	double ingest_drain_ms;		/* DQ_INGEST_DRAIN_MS: a refused CGI body, default 5000 */
 	double analyze_delay_ms;	/* DQ_TEST_ANALYZE_DELAY_MS: test hook, 0 */
 	double analyze_delay_p99_ms;	/* DQ_TEST_ANALYZE_DELAY_P99_MS: its spread, 0 */
+	const char *analyze_slow_sku;	/* DQ_TEST_ANALYZE_SLOW_SKU: test hook, the SKU of slow images */
+	double analyze_slow_ms;		/* DQ_TEST_ANALYZE_SLOW_MS: their delay instead, 0 */
+	const char *test_analyze_url;	/* DQ_TEST_ANALYZE_URL: test hook, a network model */
 	int test_send_fsync_fail;	/* DQ_TEST_SEND_FSYNC_FAIL: test hook, 0 */
 };
 extern struct dq_config dq_cfg;
@@ -461,9 +468,11 @@ int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
 
 /*
  * lib/http/: the one HTTP layer (DESIGN §1, §6), over libcurl: http.c
- * (connections, TLS, timeouts, the request), answer.c (reading the
- * answer), retry.c (the one retry policy), redact.c (what never reaches
- * a log, a record or an error).  Only http.c calls libcurl.
+ * (TLS, timeouts, the request), curl.c (libcurl loaded at the first
+ * request, the pool of connections; private header http/http.h),
+ * answer.c (reading the answer), retry.c (the one retry policy),
+ * redact.c (what never reaches a log, a record or an error).  Only
+ * http.c and curl.c call libcurl.
  * Backends and the credential layer call these; nothing else in dq
  * calls libcurl.  libcurl is initialised by the first request, never
  * before: a program that makes none costs what it cost without it.
@@ -507,7 +516,8 @@ int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
  * - returned: statuses (0-terminated) the caller handles itself beyond
  *   the default ones (2xx, 3xx, 404, 409, 412); retried: statuses
  *   (0-terminated) retried beyond the default ones (408, 429, 500, 502,
- *   503, 504).
+ *   503, 504).  The caller's lists win over the defaults (IMDS's 404 is
+ *   retried, a probe's 503 returned); retried wins over returned.
  */
 struct dq_http_hdrs;
 struct dq_http_req {
@@ -557,7 +567,11 @@ struct dq_http_resp {
  *   ("unavailable", "timeout", "connect_failed"), with budget_spent set:
  *   the caller must not retry it again (DESIGN §6: one retry loop);
  * - any other 4xx: record error, 65 ("http_4xx"); any other 5xx: system
- *   error, 69 ("http_5xx").
+ *   error, 69 ("http_5xx");
+ * - an answer over max_body: record error, 65 ("too_large"); a file of
+ *   the request that fails: 74 ("io_error"); libcurl that cannot be
+ *   loaded: 78, or cannot start: 75 ("http_init"); not an http(s) URL:
+ *   78 ("bad_url").
  * The backend that called reads resp's body and headers to refine that
  * (an error code in the body).  Safe from any thread at once: each thread
  * has its own libcurl handle over one shared pool of connections, TLS
@@ -970,9 +984,22 @@ int dq_analyzer_check(struct dq_analyzer *, const char *sku, struct dq_err *);
 /*
  * The test hook of a slow model: sleep DQ_TEST_ANALYZE_DELAY_MS, or with
  * DQ_TEST_ANALYZE_DELAY_P99_MS a log-normal delay of that median and 99th
- * percentile, drawn anew each call (any thread).  Nothing when unset.
+ * percentile, drawn anew each call (any thread); an image of the SKU
+ * DQ_TEST_ANALYZE_SLOW_SKU sleeps DQ_TEST_ANALYZE_SLOW_MS instead.  Nothing
+ * when unset.
  */
-void dq_analyzer_test_delay(void);
+void dq_analyzer_test_delay(const char *sku);
+/*
+ * analyzer/testnet.c: the test hook of a network model, until one is
+ * built: with DQ_TEST_ANALYZE_URL set, dq-analyze first GETs that URL
+ * through the HTTP layer.  A failure there is the analysis's, as a
+ * network analyzer reports one image's transient failure: a record
+ * error, retryable, that keeps the layer's budget_spent (a retried
+ * status or connection failure that outlasted the budget); an answer
+ * that is not 2xx (409, say) is one without it, a failure nobody
+ * retried yet.  0 when unset or answered 2xx; -1 with err.
+ */
+int dq_analyzer_test_request(struct dq_err *);
 const char *dq_analyzer_name(const struct dq_analyzer *);	/* "reference", "azure-openai" */
 void dq_analysis_free(struct dq_analysis *);
 

@@ -15,8 +15,8 @@
  *   works on a copy of the record, so the keeper and the work never share
  *   a Jansson object; the record written out is that copy with the
  *   receipt as last renewed.
- * - Input that ends on a signal: SIGTERM and SIGINT are blocked in every
- *   thread and taken by one, which sets the shutdown flag and wakes the
+ * - Input that ends on a signal: SIGTERM and SIGINT (those not ignored
+ *   from the start) are blocked in every thread and taken by one, which sets the shutdown flag and wakes the
  *   reader through a pipe (stdin is read through a cookie that polls
  *   both).  From then on no job starts: what is in hand, and what stdin
  *   holds without waiting, is passed on with the retryable record error
@@ -117,6 +117,12 @@ dq_stop(int status, const struct dq_err *err, json_t *ctx)
 	if (loop.running)
 		_exit(dq_finish_stdout(status));
 	exit(dq_finish_stdout(status));
+}
+
+void
+dq_threads_started(void)
+{
+	loop.running = 1;
 }
 
 static void
@@ -276,6 +282,8 @@ take(json_t *rec)
 	pthread_mutex_unlock(&loop.queue_lock);
 }
 
+static const int stop_signals[] = { SIGTERM, SIGINT };
+
 int
 dq_each_record_parallel(const struct dq_parallel *par)
 {
@@ -287,9 +295,15 @@ dq_each_record_parallel(const struct dq_parallel *par)
 	int r, status;
 
 	loop.par = par;
+	/* A signal ignored from the start (a shell's trap '' TERM) stays
+	 * ignored: the one who started us decides who stops. */
 	sigemptyset(&loop.signals);
-	sigaddset(&loop.signals, SIGTERM);
-	sigaddset(&loop.signals, SIGINT);
+	for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++) {
+		struct sigaction sa;
+
+		if (sigaction(stop_signals[i], NULL, &sa) == 0 && sa.sa_handler != SIG_IGN)
+			sigaddset(&loop.signals, stop_signals[i]);
+	}
 	pthread_sigmask(SIG_BLOCK, &loop.signals, NULL);
 	if (pipe(loop.wake_pipe) < 0 || !(in = fopencookie(NULL, "r", io)))
 		dq_die(DQ_EX_IOERR, "pipe: %s", strerror(errno));

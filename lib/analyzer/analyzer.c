@@ -108,12 +108,17 @@ dq_analyzer_check(struct dq_analyzer *analyzer, const char *sku, struct dq_err *
 #define Z99 2.3263478740
 
 void
-dq_analyzer_test_delay(void)
+dq_analyzer_test_delay(const char *sku)
 {
 	static _Thread_local unsigned seed;
 	double median = dq_cfg.analyze_delay_ms, p99 = dq_cfg.analyze_delay_p99_ms, u1, u2, z;
 	int64_t ms;
 
+	if (dq_cfg.analyze_slow_sku && sku && strcmp(sku, dq_cfg.analyze_slow_sku) == 0 &&
+	    dq_cfg.analyze_slow_ms > 0) {
+		dq_sleep_ms((int64_t)dq_cfg.analyze_slow_ms);
+		return;
+	}
 	if (median <= 0)
 		return;
 	if (p99 <= median) {

@@ -1,9 +1,10 @@
 /*
  * http.c - the request, over libcurl (DESIGN §6).
  *
- * libcurl is initialised by the first request (pthread_once), never at
- * start: a program that makes none - the local backends, --version, -h,
- * a refused CGI request - pays nothing for it.  All threads share one
+ * libcurl is loaded and initialised by the first request (curl.c: dlopen
+ * under pthread_once), never at start: a program that makes none - the
+ * local backends, --version, -h, a refused CGI request - pays nothing
+ * for it.  All threads share one
  * pool of connections, TLS sessions and DNS answers (a share handle
  * whose locks guard only the pool, never a request under way); each
  * thread has its own easy handle, made on its first request and reused,
@@ -22,103 +23,25 @@
  * logged passes through redact.c.
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
-#include <curl/curl.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
 
 #include "dq.h"
+#include "http/http.h"
+
+#define C dq_curl	/* libcurl's functions, as curl.c loaded them */
 
 #define MAX_BODY_DEFAULT (16u * 1024 * 1024)
 #define MAX_HEADERS 256
+#define MAX_CONNECTIONS 1024	/* kept open in the pool, idle or not */
 
 struct dq_http_hdrs {
 	struct curl_slist *list;
 	int oom;
 };
-
-/* ---- the process's pool, made by the first request ---- */
-
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-static CURLcode init_rc;
-static CURLSH *share;
-static pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
-static pthread_key_t easy_key;
-static int openssl_backend;	/* DQ_CA_FILE can be added, not only substituted */
-static _Thread_local CURL *easy;
-
-static void
-lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
-{
-	pthread_mutex_lock(&share_lock[data]);
-}
-
-static void
-unlock(CURL *h, curl_lock_data data, void *arg)
-{
-	pthread_mutex_unlock(&share_lock[data]);
-}
-
-static void
-easy_free(void *h)
-{
-	curl_easy_cleanup(h);
-}
-
-static void
-init(void)
-{
-	const curl_version_info_data *v;
-
-	if ((init_rc = curl_global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK)
-		return;
-	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
-		pthread_mutex_init(&share_lock[i], NULL);
-	if (!(share = curl_share_init()) ||
-	    curl_share_setopt(share, CURLSHOPT_LOCKFUNC, lock) ||
-	    curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, unlock) ||
-	    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) ||
-	    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) ||
-	    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) ||
-	    pthread_key_create(&easy_key, easy_free) != 0) {
-		init_rc = CURLE_FAILED_INIT;
-		return;
-	}
-	v = curl_version_info(CURLVERSION_NOW);
-	openssl_backend = v->ssl_version && strncmp(v->ssl_version, "OpenSSL", 7) == 0;
-}
-
-/* This thread's handle, over the shared pool; NULL when libcurl failed. */
-static CURL *
-handle(void)
-{
-	pthread_once(&once, init);
-	if (init_rc != CURLE_OK)
-		return NULL;
-	if (!easy) {
-		if (!(easy = curl_easy_init()))
-			return NULL;
-		pthread_setspecific(easy_key, easy);
-	}
-	curl_easy_reset(easy);	/* keeps its connections and the share */
-	curl_easy_setopt(easy, CURLOPT_SHARE, share);
-	return easy;
-}
-
-/* DQ_CA_FILE added to the trust store OpenSSL already has. */
-static CURLcode
-add_ca(CURL *h, void *ssl_ctx, void *arg)
-{
-	X509_STORE *store = SSL_CTX_get_cert_store(ssl_ctx);
-
-	return store && X509_STORE_load_file(store, dq_cfg.ca_file) == 1 ?
-	    CURLE_OK : CURLE_SSL_CACERT_BADFILE;
-}
 
 /* ---- one attempt ---- */
 
@@ -128,7 +51,6 @@ struct attempt {
 	size_t max_body;
 	long status;		/* from the last status line */
 	int too_large, write_failed;
-	off_t down_off, up_off;
 };
 
 static size_t
@@ -195,27 +117,30 @@ on_read(char *buf, size_t size, size_t n, void *arg)
 	return got == 0 && ferror(a->req->upload) ? CURL_READFUNC_ABORT : got;
 }
 
-/* The statuses returned to the caller. */
 static int
-returned(const struct dq_http_req *req, long status)
+listed(const int *list, long status)
 {
-	if ((status >= 200 && status < 400) || status == 404 || status == 409 || status == 412)
-		return 1;
-	for (const int *s = req->returned; s && *s; s++)
+	for (const int *s = list; s && *s; s++)
 		if (*s == status)
 			return 1;
 	return 0;
 }
 
+/* The statuses returned to the caller: its own lists win over the defaults. */
+static int
+returned(const struct dq_http_req *req, long status)
+{
+	if (listed(req->retried, status))
+		return 0;
+	return listed(req->returned, status) || (status >= 200 && status < 400) ||
+	    status == 404 || status == 409 || status == 412;
+}
+
 static int
 retried(const struct dq_http_req *req, long status)
 {
-	if (dq_retry_status(status))
-		return 1;
-	for (const int *s = req->retried; s && *s; s++)
-		if (*s == status)
-			return 1;
-	return 0;
+	return listed(req->retried, status) ||
+	    (!listed(req->returned, status) && dq_retry_status(status));
 }
 
 /* curl errors that mean the connection failed and trying again may help. */
@@ -291,7 +216,9 @@ static enum outcome
 curl_failure(CURLcode rc, const struct attempt *a, const char *m, const char *shown,
     const char *ebuf, struct dq_err *err)
 {
-	const char *why = *ebuf ? ebuf : curl_easy_strerror(rc);
+	/* libcurl's words name hosts, not queries; redacted all the same */
+	char *why = dq_redact_text(*ebuf ? ebuf : C.easy_strerror(rc));
+	enum outcome out = FAILED;
 
 	switch (rc) {
 	case CURLE_PEER_FAILED_VERIFICATION:
@@ -300,37 +227,75 @@ curl_failure(CURLcode rc, const struct attempt *a, const char *m, const char *sh
 	case CURLE_SSL_ISSUER_ERROR:
 		dq_err_system(err, DQ_EX_CONFIG, "tls", "%s %s: TLS: %s%s", m, shown, why,
 		    rc == CURLE_SSL_CACERT_BADFILE && dq_cfg.ca_file ? " (DQ_CA_FILE)" : "");
-		return FAILED;
+		goto out;
 	case CURLE_UNSUPPORTED_PROTOCOL:
 	case CURLE_URL_MALFORMAT:
 		dq_err_system(err, DQ_EX_CONFIG, "bad_url", "%s %s: %s", m, shown, why);
-		return FAILED;
+		goto out;
 	case CURLE_WRITE_ERROR:
 		if (a->too_large) {
 			dq_err_record(err, "too_large", "%s %s: the answer is over %zu bytes",
 			    m, shown, a->max_body);
-			return FAILED;
+			goto out;
 		}
 		if (a->write_failed) {
 			dq_err_system(err, dq_errno_status(a->write_failed, NULL), "io_error",
 			    "%s %s: writing the answer: %s", m, shown, strerror(a->write_failed));
-			return FAILED;
+			goto out;
 		}
 		break;
 	case CURLE_READ_ERROR:
 	case CURLE_ABORTED_BY_CALLBACK:
 		dq_err_system(err, DQ_EX_IOERR, "io_error", "%s %s: reading the body to send: %s",
 		    m, shown, why);
-		return FAILED;
+		goto out;
 	case CURLE_OUT_OF_MEMORY:
 		dq_err_system(err, DQ_EX_TEMPFAIL, "no_memory", "%s %s: %s", m, shown, why);
-		return FAILED;
+		goto out;
 	default:
 		break;
 	}
 	dq_err_system(err, DQ_EX_TEMPFAIL,
 	    rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "connect_failed", "%s %s: %s", m, shown, why);
-	return transient(rc) || rc == CURLE_WRITE_ERROR ? AGAIN : FAILED;
+	out = transient(rc) || rc == CURLE_WRITE_ERROR ? AGAIN : FAILED;
+out:
+	free(why);
+	return out;
+}
+
+/*
+ * The start of an error body for a message: redacted, one line of
+ * printable ASCII (a log line stays one line and valid UTF-8), at most
+ * 200 bytes and "..." when cut.
+ */
+static void
+detail_of(const struct dq_http_resp *resp, char *out, size_t n)
+{
+	char *body = resp->body ? dq_redact_text((const char *)resp->body) : NULL;
+	size_t at = 0, max = n > 205 ? 200 : n - 5;
+	const char *p = body;
+
+	out[0] = '\0';
+	if (!body)
+		return;
+	out[at++] = ' ';
+	for (; *p && at < max; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c == '\n' || c == '\r' || c == '\t')
+			c = ' ';
+		else if (c < 0x20 || c >= 0x7f)
+			c = '?';
+		if (c == ' ' && out[at - 1] == ' ')
+			continue;
+		out[at++] = (char)c;
+	}
+	if (*p)
+		out[at++] = '.', out[at++] = '.', out[at++] = '.';
+	out[at] = '\0';
+	if (at == 1)
+		out[0] = '\0';
+	free(body);
 }
 
 /* What an answer's status is: DONE for the caller, else err. */
@@ -339,28 +304,24 @@ status_failure(const struct dq_http_req *req, struct dq_http_resp *resp, const c
     const char *shown, struct dq_err *err)
 {
 	long st = resp->status;
-	char *body = resp->body ? dq_redact_text((const char *)resp->body) : NULL;
-	const char *detail = body ? body : "", *sp = *detail ? " " : "";
-	int cut = body && strlen(body) > 200;
+	char detail[208];
 	enum outcome out = FAILED;
+
+	detail_of(resp, detail, sizeof detail);
 
 	if (returned(req, st))
 		out = DONE;
 	else if (retried(req, st)) {
-		dq_err_system(err, DQ_EX_TEMPFAIL, "unavailable", "%s %s: %ld%s%.200s%s", m, shown,
-		    st, sp, detail, cut ? "..." : "");
+		dq_err_system(err, DQ_EX_TEMPFAIL, "unavailable", "%s %s: %ld%s", m, shown, st, detail);
 		out = AGAIN;
 	} else if (st == 401 || st == 403)
 		dq_err_system(err, DQ_EX_CONFIG, st == 401 ? "unauthorized" : "forbidden",
-		    "%s %s: %ld (check the credentials and the identity's role)%s%.200s%s", m,
-		    shown, st, sp, detail, cut ? "..." : "");
+		    "%s %s: %ld (check the credentials and the identity's role)%s", m, shown, st,
+		    detail);
 	else if (st >= 400 && st < 500)
-		dq_err_record(err, "http_4xx", "%s %s: %ld%s%.200s%s", m, shown, st, sp, detail,
-		    cut ? "..." : "");
+		dq_err_record(err, "http_4xx", "%s %s: %ld%s", m, shown, st, detail);
 	else
-		dq_err_system(err, DQ_EX_UNAVAILABLE, "http_5xx", "%s %s: %ld%s%.200s%s", m, shown,
-		    st, sp, detail, cut ? "..." : "");
-	free(body);
+		dq_err_system(err, DQ_EX_UNAVAILABLE, "http_5xx", "%s %s: %ld%s", m, shown, st, detail);
 	if (out != DONE) {
 		err->http_status = (int)st;
 		snprintf(err->request_id, sizeof err->request_id, "%s", resp->request_id);
@@ -392,13 +353,13 @@ attempt(CURL *h, const struct dq_http_req *req, struct dq_http_resp *resp,
 	if (req->sign && req->sign(req, &hd, req->sign_arg, err) < 0)
 		goto out;
 	for (const char *const *p = req->headers; p && *p; p++)
-		hd.list = curl_slist_append(hd.list, *p);
+		hd.list = C.slist_append(hd.list, *p);
 	for (struct curl_slist *s = hd.list; s; s = s->next)
 		has_type |= strncasecmp(s->data, "content-type:", 13) == 0;
-	hd.list = curl_slist_append(hd.list, "Expect:");
+	hd.list = C.slist_append(hd.list, "Expect:");
 	/* libcurl would add a form's content type to a body: send only what was signed */
 	if (!has_type)
-		hd.list = curl_slist_append(hd.list, "Content-Type:");
+		hd.list = C.slist_append(hd.list, "Content-Type:");
 	if (hd.oom || !hd.list) {
 		dq_err_system(err, DQ_EX_TEMPFAIL, "no_memory", "%s %s: out of memory", m, shown);
 		goto out;
@@ -412,56 +373,54 @@ attempt(CURL *h, const struct dq_http_req *req, struct dq_http_resp *resp,
 		goto out;
 	}
 
-	curl_easy_setopt(h, CURLOPT_URL, req->url);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "dq/" DQ_VERSION);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd.list);
-	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(h, CURLOPT_HEADERDATA, &a);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &a);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(req->connect_timeout_ms > 0 ?
+	C.easy_setopt(h, CURLOPT_URL, req->url);
+	C.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	C.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	C.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	C.easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
+	C.easy_setopt(h, CURLOPT_USERAGENT, "dq/" DQ_VERSION);
+	C.easy_setopt(h, CURLOPT_HTTPHEADER, hd.list);
+	C.easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	C.easy_setopt(h, CURLOPT_HEADERDATA, &a);
+	C.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	C.easy_setopt(h, CURLOPT_WRITEDATA, &a);
+	C.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(req->connect_timeout_ms > 0 ?
 	    req->connect_timeout_ms : (int64_t)dq_cfg.http_connect_timeout_ms));
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-	if (!https)
-		curl_easy_setopt(h, CURLOPT_PROXY, "");	/* no proxy for plain http */
-	if (dq_cfg.ca_file && *dq_cfg.ca_file) {
-		if (openssl_backend)
-			curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, add_ca);
-		else
-			curl_easy_setopt(h, CURLOPT_CAINFO, dq_cfg.ca_file);
-	}
+	C.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+	C.easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* the pool is the process's: room for every thread's connection (the
+	 * default, 5, would close a busy thread's on each return) */
+	C.easy_setopt(h, CURLOPT_MAXCONNECTS, (long)MAX_CONNECTIONS);
+	C.easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	C.easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	C.easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	if (!https || req->no_proxy)
+		C.easy_setopt(h, CURLOPT_PROXY, "");	/* none for plain http, nor when asked */
+	dq_curl_ca(h);
 	body = req->body || req->upload || strcmp(m, "PUT") == 0 || strcmp(m, "POST") == 0 ||
 	    strcmp(m, "PATCH") == 0 || strcmp(m, "DELETE") == 0;
 	if (strcmp(m, "HEAD") == 0)
-		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+		C.easy_setopt(h, CURLOPT_NOBODY, 1L);
 	else if (req->upload) {
-		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(h, CURLOPT_READDATA, &a);
-		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload_len);
-		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
+		C.easy_setopt(h, CURLOPT_UPLOAD, 1L);
+		C.easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+		C.easy_setopt(h, CURLOPT_READDATA, &a);
+		C.easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload_len);
+		C.easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
 	} else if (body) {
 		/* from memory; an empty body is sent with Content-Length: 0 */
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
-		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
+		C.easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+		C.easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+		C.easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
 	} else if (strcmp(m, "GET") != 0)
-		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
+		C.easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
 
-	rc = curl_easy_perform(h);
+	rc = C.easy_perform(h);
 	resp->attempts++;
 	if (rc == CURLE_OK) {
 		long st = 0;
 
-		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
+		C.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
 		resp->status = st;
 	} else
 		resp->status = a.status;
@@ -481,7 +440,7 @@ attempt(CURL *h, const struct dq_http_req *req, struct dq_http_resp *resp,
 	}
 	out = status_failure(req, resp, m, shown, err);
 out:
-	curl_slist_free_all(hd.list);
+	C.slist_free_all(hd.list);
 	return out;
 }
 
@@ -503,7 +462,7 @@ dq_http_add(struct dq_http_hdrs *hd, const char *name, const char *fmt, ...)
 	line = dq_xasprintf("%s: %s", name, v);
 	dq_wipe(v, strlen(v));
 	free(v);
-	if ((l = curl_slist_append(hd->list, line)))
+	if ((l = C.slist_append(hd->list, line)))
 		hd->list = l;
 	else
 		hd->oom = 1;
@@ -554,7 +513,7 @@ dq_http_do(const struct dq_http_req *req, struct dq_http_resp *resp, struct dq_e
 {
 	struct dq_retry r;
 	struct files f = { 0, 0 };
-	char shown[1024], host[256];
+	char shown[1024], host[256], what[1100];
 	const char *m = method_of(req);
 	int https, reauthed = 0;
 	CURL *h;
@@ -580,11 +539,9 @@ dq_http_do(const struct dq_http_req *req, struct dq_http_resp *resp, struct dq_e
 		    shown, strerror(errno));
 		return -1;
 	}
-	if (!(h = handle())) {
-		dq_err_system(err, DQ_EX_TEMPFAIL, "http_init", "%s %s: libcurl could not start: %s",
-		    m, shown, curl_easy_strerror(init_rc ? init_rc : CURLE_OUT_OF_MEMORY));
+	snprintf(what, sizeof what, "%s %s", m, shown);
+	if (!(h = dq_curl_handle(what, err)))
 		return -1;
-	}
 	dq_retry_init(&r, req->deadline_ms);
 	for (;;) {
 		int64_t timeout = req->timeout_ms > 0 ? req->timeout_ms : (int64_t)dq_cfg.http_timeout_ms;

@@ -1267,90 +1267,130 @@ find_locked(struct spool *sp, json_t *receipt, struct rcpt *r, struct ent *e,
 	return found;
 }
 
+/*
+ * A settle or a renew finds the message's file by its lock token, then
+ * renames or removes it.  Another holder of the same lock (a second lease
+ * keeper, a dq-dequeue --renew from a terminal) may rename it to a later
+ * expiry in between: the name is found again, a few times, before the
+ * lock counts as lost.
+ */
+#define LOCK_RACES 4
+
+/* Each op: 0 done, -1 failed (err set), -2 the name had gone (raced). */
 static int
-local_complete(struct dq_queue *q, json_t *receipt, struct dq_err *err)
+op_complete(struct spool *sp, const struct ent *e, json_t *receipt, const void *arg,
+    struct dq_err *err)
+{
+	char path[PATH_MAX];
+
+	if (mkpath(path, sizeof path, "%s/locked/%s", sp->dir, e->name) < 0)
+		return syserr(err, "name", sp->dir);
+	if (unlink(path) < 0)
+		return errno == ENOENT ? -2 : syserr(err, "remove", path);
+	return 0;
+}
+
+struct why {
+	const char *reason, *desc;
+};
+
+static int
+op_bury(struct spool *sp, const struct ent *e, json_t *receipt, const void *arg,
+    struct dq_err *err)
+{
+	const struct why *w = arg;
+	int f = bury(sp, e, w->reason, w->desc, err);
+
+	return f < 0 ? -1 : f == 0 ? -2 : 1;
+}
+
+static int
+op_abandon(struct spool *sp, const struct ent *e, json_t *receipt, const void *arg,
+    struct dq_err *err)
+{
+	char from[PATH_MAX], to[PATH_MAX], desc[80];
+	int f;
+
+	/* As Service Bus does: the last allowed delivery abandoned is dead. */
+	if (!e->dl && (long)e->dc >= max_attempts()) {
+		snprintf(desc, sizeof desc, "abandoned on delivery %lu of at most %ld",
+		    e->dc, max_attempts());
+		if ((f = bury(sp, e, "MaxDeliveryCountExceeded", desc, err)) < 0)
+			return -1;
+		return f == 0 ? -2 : 1;
+	}
+	if (mkpath(from, sizeof from, "%s/locked/%s", sp->dir, e->name) < 0 ||
+	    mkpath(to, sizeof to, "%s/%s/%0*llu.%lu", sp->dir,
+	    e->dl ? "dead" : "ready", SEQ_DIGITS, e->seq, e->dc) < 0)
+		return syserr(err, "name", sp->dir);
+	if (rename(from, to) < 0)
+		return errno == ENOENT ? -2 : syserr(err, "return", from);
+	return 0;
+}
+
+static int
+op_renew(struct spool *sp, const struct ent *e, json_t *receipt, const void *arg,
+    struct dq_err *err)
+{
+	char from[PATH_MAX], to[PATH_MAX], ts[25];
+	int64_t exp = dq_now_ms() + lease_ms();
+
+	if (mkpath(from, sizeof from, "%s/locked/%s", sp->dir, e->name) < 0 ||
+	    mkpath(to, sizeof to, "%s/locked/%0*llu.%lu.%s.%lld%s", sp->dir,
+	    SEQ_DIGITS, e->seq, e->dc, e->token, (long long)exp, e->dl ? ".d" : "") < 0)
+		return syserr(err, "name", sp->dir);
+	if (rename(from, to) < 0)
+		return errno == ENOENT ? -2 : syserr(err, "renew", from);
+	dq_rfc3339_ms(exp, ts);
+	json_object_set_new(receipt, "locked_until", json_string(ts));
+	return 0;
+}
+
+/* op on the locked message of receipt: its result, or -1 (lock_lost when gone). */
+static int
+on_locked(struct dq_queue *q, json_t *receipt,
+    int (*op)(struct spool *, const struct ent *, json_t *, const void *, struct dq_err *),
+    const void *arg, struct dq_err *err)
 {
 	struct spool *sp = q->priv;
 	struct rcpt r;
 	struct ent e;
-	char path[PATH_MAX];
 	int f;
 
-	if ((f = find_locked(sp, receipt, &r, &e, err)) <= 0)
-		return -1;
-	if (mkpath(path, sizeof path, "%s/locked/%s", sp->dir, e.name) < 0)
-		return syserr(err, "name", sp->dir);
-	if (unlink(path) < 0)
-		return errno == ENOENT ? lock_lost(err, sp, &r) : syserr(err, "remove", path);
-	return 0;
+	for (int tries = 0; tries < LOCK_RACES; tries++) {
+		if ((f = find_locked(sp, receipt, &r, &e, err)) <= 0)
+			return -1;
+		if ((f = op(sp, &e, receipt, arg, err)) != -2)
+			return f;
+	}
+	return lock_lost(err, sp, &r);
+}
+
+static int
+local_complete(struct dq_queue *q, json_t *receipt, struct dq_err *err)
+{
+	return on_locked(q, receipt, op_complete, NULL, err);
 }
 
 static int
 local_dead_letter(struct dq_queue *q, json_t *receipt, const char *reason,
     const char *description, struct dq_err *err)
 {
-	struct spool *sp = q->priv;
-	struct rcpt r;
-	struct ent e;
-	int f;
+	const struct why w = { reason ? reason : "DeadLettered", description ? description : "" };
 
-	if ((f = find_locked(sp, receipt, &r, &e, err)) <= 0)
-		return -1;
-	if ((f = bury(sp, &e, reason ? reason : "DeadLettered",
-	    description ? description : "", err)) < 0)
-		return -1;
-	return f == 0 ? lock_lost(err, sp, &r) : 0;
+	return on_locked(q, receipt, op_bury, &w, err) < 0 ? -1 : 0;
 }
 
 static int
 local_abandon(struct dq_queue *q, json_t *receipt, struct dq_err *err)
 {
-	struct spool *sp = q->priv;
-	struct rcpt r;
-	struct ent e;
-	char from[PATH_MAX], to[PATH_MAX], desc[80];
-	int f;
-
-	if ((f = find_locked(sp, receipt, &r, &e, err)) <= 0)
-		return -1;
-	/* As Service Bus does: the last allowed delivery abandoned is dead. */
-	if (!e.dl && (long)e.dc >= max_attempts()) {
-		snprintf(desc, sizeof desc, "abandoned on delivery %lu of at most %ld",
-		    e.dc, max_attempts());
-		if ((f = bury(sp, &e, "MaxDeliveryCountExceeded", desc, err)) < 0)
-			return -1;
-		return f == 0 ? lock_lost(err, sp, &r) : 1;
-	}
-	if (mkpath(from, sizeof from, "%s/locked/%s", sp->dir, e.name) < 0 ||
-	    mkpath(to, sizeof to, "%s/%s/%0*llu.%lu", sp->dir,
-	    e.dl ? "dead" : "ready", SEQ_DIGITS, e.seq, e.dc) < 0)
-		return syserr(err, "name", sp->dir);
-	if (rename(from, to) < 0)
-		return errno == ENOENT ? lock_lost(err, sp, &r) : syserr(err, "return", from);
-	return 0;
+	return on_locked(q, receipt, op_abandon, NULL, err);
 }
 
 static int
 local_renew(struct dq_queue *q, json_t *receipt, struct dq_err *err)
 {
-	struct spool *sp = q->priv;
-	struct rcpt r;
-	struct ent e;
-	char from[PATH_MAX], to[PATH_MAX], ts[25];
-	int64_t exp = dq_now_ms() + lease_ms();
-	int f;
-
-	if ((f = find_locked(sp, receipt, &r, &e, err)) <= 0)
-		return -1;
-	if (mkpath(from, sizeof from, "%s/locked/%s", sp->dir, e.name) < 0 ||
-	    mkpath(to, sizeof to, "%s/locked/%0*llu.%lu.%s.%lld%s", sp->dir,
-	    SEQ_DIGITS, e.seq, e.dc, e.token, (long long)exp, e.dl ? ".d" : "") < 0)
-		return syserr(err, "name", sp->dir);
-	if (rename(from, to) < 0)
-		return errno == ENOENT ? lock_lost(err, sp, &r) : syserr(err, "renew", from);
-	dq_rfc3339_ms(exp, ts);
-	json_object_set_new(receipt, "locked_until", json_string(ts));
-	return 0;
+	return on_locked(q, receipt, op_renew, NULL, err);
 }
 
 /* mkdir, setgid so that files keep the spool's group; EEXIST is fine. */

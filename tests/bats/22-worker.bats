@@ -5,6 +5,7 @@
 
 load helpers
 load users
+load worker
 load local # a marker's history, kept copies, and the local directories' modes and mounts
 
 setup() {
@@ -15,49 +16,6 @@ setup() {
 
 teardown() {
 	users_teardown
-}
-
-# Every line of a log is one JSON object.
-json_lines() {
-	local bad
-	bad=$(jq -R -r 'try (fromjson | objects | empty) catch .' "$1")
-	[ -z "$bad" ] || fail "not JSON lines in $1: $bad"
-}
-
-# send N [SKU]: the first N samples stored and enqueued; their records in $BATS_TEST_TMPDIR/sent.
-send() {
-	local samples=("$S"/samples/*)
-	dq-put --sku "${2:-WK-KN-200}" --facility yangjiang "${samples[@]:0:$1}" 2>/dev/null |
-		tee "$BATS_TEST_TMPDIR/sent" | dq-enqueue >/dev/null 2>&1
-}
-
-# states: what GET tells of each image sent, counted: "N analyzed" etc.
-states() {
-	local id
-	for id in $(jq -r .message.image_id "$BATS_TEST_TMPDIR/sent"); do
-		image_state "$id" || return 1
-	done | sort | uniq -c | sed 's/^ *//' | paste -sd ' '
-}
-
-# settled: "settled delivery_count" of each record the worker printed, sorted and counted.
-settled() {
-	jq -r '[.settled, .receipt.delivery_count] | join(" ")' <<<"$1" | sort | uniq -c | sed 's/^ *//'
-}
-
-# worker_ok: the last run succeeded; if not, show what was not routine.
-worker_ok() {
-	[ "$status" -eq 0 ] && return
-	grep -v '"level":"INFO"' <<<"$stderr" || true
-	jq -c 'select(.prog == "dq-worker")' <<<"$stderr" || true
-	assert_success
-}
-
-# processed_sums: the checksum of each image's artifact, as GET answers it.
-processed_sums() {
-	local id
-	for id in $(jq -r .message.image_id "$BATS_TEST_TMPDIR/sent"); do
-		echo "$id $(artifact "$id" | sha256sum)"
-	done
 }
 
 @test "fifty images: fifty artifacts and an empty queue; re-sent with --new-id, none analyzed again" {
@@ -361,7 +319,7 @@ dead_reasons() {
 	assert_equal "$(jq -r .skipped.reason <<<"$output")" processed
 }
 
-@test "--once takes one batch of WORKER_MAX_MESSAGES" {
+@test "--once takes one window of WORKER_MAX_MESSAGES" {
 	send 5
 	WORKER_MAX_MESSAGES=2 run --separate-stderr dq-worker --once
 	assert_success
@@ -369,7 +327,7 @@ dead_reasons() {
 	assert_equal "$(ready_count)" 3
 }
 
-@test "--max-runtime takes no batch it could not finish in time" {
+@test "--max-runtime takes no message it could not finish in time" {
 	send 2
 	run --separate-stderr dq-worker --max-runtime 1
 	assert_success
@@ -431,7 +389,7 @@ dead_reasons() {
 	json_lines "$BATS_TEST_TMPDIR/err"
 	assert_equal "$(settled "$(cat "$BATS_TEST_TMPDIR/out")")" "2 completed 1"
 	assert_equal "$(jq -r 'select(.event == "shutdown" and .prog == "dq-worker") | .msg' "$BATS_TEST_TMPDIR/err")" \
-		"SIGTERM: taking no more batches, finishing this one within 8s"
+		"SIGTERM: taking no more messages, finishing those in flight within 8s"
 }
 
 @test "numbers the C programs refuse stop the worker at the preflight with 78" {

@@ -8,10 +8,44 @@
 
 static const char synopsis[] =
     "usage: http-test [-n THREADS] [-m REQUESTS] [-X METHOD] [-H 'Name: value']... [-d BODY]\n"
-    "           [--upload FILE] [--download FILE] [--deadline-ms MS] [--credentials] URL\n"
+    "           [--upload FILE] [--download FILE] [--deadline-ms MS] [--credentials] [--sign]\n"
+    "           [--no-proxy] [--max-body BYTES] [--return STATUS]... [--retry STATUS]... URL\n"
     "       http-test --redact-url URL | --redact-text TEXT | --secret-header NAME\n";
 
 static struct dq_http_req req;
+static int returned_st[16], retried_st[16];
+
+/*
+ * --sign: a credential layer's stand-in.  Each attempt is signed with
+ * "Authorization: Bearer token-<generation>" and x-test-signed, the
+ * count of this thread's signatures; a 401 drops the token (the next
+ * generation is fetched), as the token cache does.
+ */
+static int generation = 1;
+static _Thread_local int signed_count;
+static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int
+sign(const struct dq_http_req *r, struct dq_http_hdrs *h, void *arg, struct dq_err *err)
+{
+	int g;
+
+	pthread_mutex_lock(&gen_lock);
+	g = generation;
+	pthread_mutex_unlock(&gen_lock);
+	dq_http_add(h, "Authorization", "Bearer token-%d", g);
+	dq_http_add(h, "x-test-signed", "%d", ++signed_count);	/* as x-ms-date changes */
+	return 0;
+}
+
+static int
+unauthorized(void *arg)
+{
+	pthread_mutex_lock(&gen_lock);
+	generation++;
+	pthread_mutex_unlock(&gen_lock);
+	return 1;
+}
 static const char *headers[64];
 static int threads = 1, per_thread = 1, status;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -55,6 +89,17 @@ one(int t, int i, int64_t deadline_rel)
 
 static int64_t deadline_rel;
 
+/* --return ST, --retry ST: a status into a 0-terminated list. */
+static void
+add_status(int *list, const char *s)
+{
+	int i = 0;
+
+	while (list[i] && i < 14)
+		i++;
+	list[i] = atoi(s);
+}
+
 static void *
 run(void *arg)
 {
@@ -73,6 +118,11 @@ main(int argc, char *argv[])
 		{ "download", required_argument, NULL, 'o' },
 		{ "deadline-ms", required_argument, NULL, 'D' },
 		{ "credentials", no_argument, NULL, 'c' },
+		{ "sign", no_argument, NULL, 'g' },
+		{ "no-proxy", no_argument, NULL, 'N' },
+		{ "max-body", required_argument, NULL, 'M' },
+		{ "return", required_argument, NULL, 'r' },
+		{ "retry", required_argument, NULL, 't' },
 		{ "redact-url", required_argument, NULL, 'R' },
 		{ "redact-text", required_argument, NULL, 'T' },
 		{ "secret-header", required_argument, NULL, 'S' },
@@ -109,6 +159,11 @@ main(int argc, char *argv[])
 			break;
 		case 'D': deadline_rel = atoll(optarg); break;
 		case 'c': req.credentials = 1; break;
+		case 'g': req.sign = sign; req.unauthorized = unauthorized; break;
+		case 'N': req.no_proxy = 1; break;
+		case 'M': req.max_body = (size_t)atol(optarg); break;
+		case 'r': add_status(returned_st, optarg); req.returned = returned_st; break;
+		case 't': add_status(retried_st, optarg); req.retried = retried_st; break;
 		case 'R': puts(dq_redact_url(optarg, buf, sizeof buf)); return 0;
 		case 'T': puts(s = dq_redact_text(optarg)); free(s); return 0;
 		case 'S': printf("%d\n", dq_redact_header_secret(optarg)); return 0;
