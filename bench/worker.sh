@@ -11,10 +11,14 @@
 #   3. a slow model (DQ_TEST_ANALYZE_DELAY_MS), of fixed latency and of one
 #      that spreads (DQ_TEST_ANALYZE_DELAY_P99_MS: log-normal), for
 #      WORKER_MAX_MESSAGES 1, 4 and 16: messages per second over the ideal
-#      N / mean latency, on 40 N messages (at least BENCH_SLOW_MESSAGES).
+#      N / mean latency (the mean of the delays drawn in the run), on 120 N
+#      messages (at least BENCH_SLOW_MESSAGES, at most 960).
+# The worker's own costs are measured on tiny images (96x72), whose
+# analysis costs next to nothing; the reference analyzer on small ones.
 #
 # usage: bench/worker.sh        (BASE=rev or BASE_TREE=dir as in base.sh;
-#                                BENCH_MESSAGES, default 200; BENCH_DELAY_MS,
+#                                BENCH_MESSAGES, default 200 (reference);
+#                                BENCH_TRIVIAL_MESSAGES, default 900; BENCH_DELAY_MS,
 #                                default 200; BENCH_P99_MS, default 1000;
 #                                BENCH_SLOW_MESSAGES, default 64)
 # Needs a built tree (make all), git and jq; works in scratch directories.
@@ -24,6 +28,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck disable=SC2034 # read by base.sh
 base=${BASE:-b188c1d}
 msgs=${BENCH_MESSAGES:-200}
+trivial=${BENCH_TRIVIAL_MESSAGES:-900}
 delay=${BENCH_DELAY_MS:-200}
 p99_ms=${BENCH_P99_MS:-1000}
 slow=${BENCH_SLOW_MESSAGES:-64}
@@ -57,14 +62,20 @@ work=$scratch
 base_build
 trees=("base:$basebin" "new:$top/bin")
 
-# One set of small images and references, drawn once.
-images=$scratch/images
-need=$msgs
-[ "$need" -ge $((40 * 16)) ] || need=$((40 * 16))
-dq-synth -s 7 -o "$images" -W 320 -H 240 --refs 3 --good "$need" --defects 0 >/dev/null
-export DQ_REFERENCE_DIR=$images/reference DQ_CACHE_DIR=$images/cache
-all_files=("$images"/samples/*)
-files=("${all_files[@]:0:$msgs}")
+# Two sets of images and references, drawn once: small ones for the
+# reference analyzer, and tiny ones whose analysis costs next to nothing,
+# for the measures of the worker itself.
+small=$scratch/small tiny=$scratch/tiny
+need=$trivial
+[ "$need" -ge 960 ] || need=960
+dq-synth -s 7 -o "$small" -W 320 -H 240 --refs 3 --good "$msgs" --defects 0 >/dev/null
+dq-synth -s 8 -o "$tiny" -W 96 -H 72 --refs 3 --good "$need" --defects 0 >/dev/null
+small_files=("$small"/samples/*)
+tiny_files=("$tiny"/samples/*)
+# use SET: the reference set of small or tiny
+use() {
+	export DQ_REFERENCE_DIR=$scratch/$1/reference DQ_CACHE_DIR=$scratch/$1/cache
+}
 
 # TIMED LABEL COMMAND...: wall, user and system seconds of COMMAND and its
 # children, appended to $times as "LABEL wall cpu".
@@ -72,33 +83,44 @@ timed() {
 	local label=$1 out
 	shift
 	local TIMEFORMAT='%3R %3U %3S' wall user sys
-	out=$({ time "$@" >/dev/null 2>&1; } 2>&1)
+	out=$({ time "$@" >/dev/null 2>"$scratch/$label.err"; } 2>&1)
 	read -r wall user sys <<<"${out##*$'\n'}"
 	printf '%s %s %s\n' "$label" "$wall" "$(echo "$user + $sys" | bc)" >>"$times"
 }
 
-# setup DIR: a local store and spool in DIR holding every image, its
-# message sent; the model cache warm.
+# setup DIR FILE...: a local store and spool in DIR holding the images,
+# their messages sent.
 setup() {
 	export DQ_LOCAL_DIR=$1/dq
-	dq-put --sku WK-KN-200 --facility yangjiang "${files[@]}" >"$1/messages"
-	dq-enqueue <"$1/messages" >/dev/null
+	shift
+	dq-put --sku WK-KN-200 --facility yangjiang "$@" >"$DQ_LOCAL_DIR.messages"
+	dq-enqueue <"$DQ_LOCAL_DIR.messages" >/dev/null
 }
 resend() { dq-put --stored --all | dq-enqueue >/dev/null; }
 floor() {
-	dq-dequeue -n "$msgs" -w 0.2 | dq-analyze -j 10 --skip-existing | dq-put |
+	dq-dequeue -n "$trivial" -w 0.2 | dq-analyze -j 10 --skip-existing | dq-put |
 		dq-dequeue --settle --require stored
 }
 
 # slow_count N: the messages of the slow runs for N in flight.
 slow_count() {
-	local c=$((40 * $1))
+	local c=$((120 * $1))
 	[ "$c" -ge "$slow" ] || c=$slow
+	[ "$c" -le 960 ] || c=960
 	echo "$c"
 }
 
+# mean_delay LABEL: the mean of the delays the spread hook drew in that run.
+mean_delay() {
+	jq -s 'map(select(.event == "test_delay") | .delay_ms) | add / length * 10 | round / 10' "$scratch/$1.err"
+}
+
 times=$scratch/times
-DQ_LOCAL_DIR=$scratch/warm "$top/bin/dq-analyze" "${files[0]}" >/dev/null # builds the model cache once
+# the model caches built once
+for set in small tiny; do
+	use "$set"
+	DQ_LOCAL_DIR=$scratch/warm "$top/bin/dq-analyze" "$scratch/$set/samples/good-001.jpg" >/dev/null
+done
 
 # Each measurement for BASE and this tree in turn, each in its own spool.
 for tree in "${trees[@]}"; do
@@ -109,7 +131,8 @@ for tree in "${trees[@]}"; do
 	for d in "${places[@]}"; do
 		where=${d%/*}
 		mkdir "$d/$t"
-		setup "$d/$t"
+		use tiny
+		setup "$d/$t" "${tiny_files[@]:0:$trivial}"
 		WORKER_MAX_MESSAGES=10 dq-worker --drain >/dev/null 2>&1 # the artifacts
 		resend
 		timed "$t-trivial-worker-$where" env WORKER_MAX_MESSAGES=10 dq-worker --drain
@@ -120,21 +143,22 @@ for tree in "${trees[@]}"; do
 	# 2. the reference analyzer: the worker beside dq-analyze alone
 	d=$scratch/reference-$t
 	mkdir "$d"
-	setup "$d"
+	use small
+	setup "$d" "${small_files[@]}"
 	timed "$t-reference-worker" env WORKER_MAX_MESSAGES=10 dq-worker --drain
-	export DQ_LOCAL_DIR=$d/dq
-	timed "$t-reference-analyze" dq-analyze -j 10 <"$d/messages"
+	timed "$t-reference-analyze" dq-analyze -j 10 <"$DQ_LOCAL_DIR.messages"
 
 	# 3. a slow model, N in flight: a fixed latency, then one that spreads
 	# (log-normal, median BENCH_DELAY_MS, p99 BENCH_P99_MS)
+	use tiny
 	for n in 1 4 16; do
 		for kind in fixed spread; do
 			export DQ_LOCAL_DIR=$scratch/slow-$t-$kind-$n/dq
-			dq-put --sku WK-KN-200 --facility yangjiang "${all_files[@]:0:$(slow_count "$n")}" | dq-enqueue >/dev/null
+			dq-put --sku WK-KN-200 --facility yangjiang "${tiny_files[@]:0:$(slow_count "$n")}" | dq-enqueue >/dev/null
 			p99=0
 			[ "$kind" = fixed ] || p99=$p99_ms
 			timed "$t-slow-$kind-$n" env WORKER_MAX_MESSAGES="$n" DQ_TEST_ANALYZE_DELAY_MS="$delay" \
-				DQ_TEST_ANALYZE_DELAY_P99_MS="$p99" dq-worker --drain
+				DQ_TEST_ANALYZE_DELAY_P99_MS="$p99" LOG_LEVEL=DEBUG dq-worker --drain
 		done
 	done
 done
@@ -144,22 +168,22 @@ get() { awk -v l="$1" -v f="$2" '$1 == l { print $f }' "$times"; }
 ratio() { echo "scale=3; $1 / $2" | bc; }
 rate() { echo "scale=1; $1 / $2" | bc; }
 # shellcheck disable=SC2154 # set by base_build
-echo "dq-worker, $msgs messages ($(nproc) cores): $rev (batches) beside this tree (one stream)"
+echo "dq-worker ($(nproc) cores): $rev (batches) beside this tree (one stream)"
 echo
-printf '%-34s %10s %12s %14s\n' "trivial analysis" "msg/s" "CPU ms/msg" "worker/floor"
+printf '%-34s %10s %12s %14s\n' "trivial analysis, $trivial messages" "msg/s" "CPU ms/msg" "worker/floor"
 for where in /dev/shm /var/tmp; do
 	for t in base new; do
 		w=$(get "$t-trivial-worker-$where" 2)
 		[ -n "$w" ] || continue
 		f=$(get "$t-trivial-floor-$where" 2)
-		printf '%-34s %10s %12s %14s\n' "$t worker ($where)" "$(rate "$msgs" "$w")" \
-			"$(echo "scale=2; $(get "$t-trivial-worker-$where" 3) * 1000 / $msgs" | bc)" "$(ratio "$f" "$w")"
-		printf '%-34s %10s %12s\n' "$t one pipeline ($where)" "$(rate "$msgs" "$f")" \
-			"$(echo "scale=2; $(get "$t-trivial-floor-$where" 3) * 1000 / $msgs" | bc)"
+		printf '%-34s %10s %12s %14s\n' "$t worker ($where)" "$(rate "$trivial" "$w")" \
+			"$(echo "scale=2; $(get "$t-trivial-worker-$where" 3) * 1000 / $trivial" | bc)" "$(ratio "$f" "$w")"
+		printf '%-34s %10s %12s\n' "$t one pipeline ($where)" "$(rate "$trivial" "$f")" \
+			"$(echo "scale=2; $(get "$t-trivial-floor-$where" 3) * 1000 / $trivial" | bc)"
 	done
 done
 echo
-printf '%-34s %10s %10s %14s\n' "reference analyzer" "worker s" "alone s" "worker/alone"
+printf '%-34s %10s %10s %14s\n' "reference analyzer, $msgs messages" "worker s" "alone s" "worker/alone"
 for t in base new; do
 	w=$(get "$t-reference-worker" 2) a=$(get "$t-reference-analyze" 2)
 	printf '%-34s %10s %10s %14s\n' "$t" "$w" "$a" "$(ratio "$w" "$a")"
@@ -174,13 +198,20 @@ for kind in fixed spread; do
 		mean=$mean_spread
 		label="median ${delay}, p99 ${p99_ms} ms"
 	fi
-	printf '%-34s %8s %8s %8s %10s %10s\n' "$label" "msgs" "ideal" "base/s" "new/s" "new/ideal"
+	printf '%-24s %5s %6s %12s %6s %12s\n' "$label" "msgs" "ideal" "base/s (of)" "ideal" "new/s (of)"
 	for n in 1 4 16; do
-		ideal=$(echo "scale=1; $n * 1000 / $mean" | bc)
-		b=$(rate "$(slow_count "$n")" "$(get "base-slow-$kind-$n" 2)")
-		r=$(rate "$(slow_count "$n")" "$(get "new-slow-$kind-$n" 2)")
-		printf '%-34s %8s %8s %8s %10s %10s\n' "WORKER_MAX_MESSAGES=$n" "$(slow_count "$n")" "$ideal" \
-			"$b ($(ratio "$b" "$ideal"))" "$r" "$(ratio "$r" "$ideal")"
+		# ideal: N over the mean latency, of the distribution for a fixed
+		# one, of the delays drawn in that very run for one that spreads
+		for t in base new; do
+			m=$mean
+			[ "$kind" = fixed ] || m=$(mean_delay "$t-slow-$kind-$n")
+			printf -v "ideal_$t" %s "$(echo "scale=1; $n * 1000 / $m" | bc)"
+			printf -v "rate_$t" %s "$(rate "$(slow_count "$n")" "$(get "$t-slow-$kind-$n" 2)")"
+		done
+		# shellcheck disable=SC2154 # set by printf -v
+		printf '%-24s %5s %6s %12s %6s %12s\n' "WORKER_MAX_MESSAGES=$n" "$(slow_count "$n")" \
+			"$ideal_base" "$rate_base ($(ratio "$rate_base" "$ideal_base"))" \
+			"$ideal_new" "$rate_new ($(ratio "$rate_new" "$ideal_new"))"
 	done
 	echo
 done

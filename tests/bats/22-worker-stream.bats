@@ -187,3 +187,28 @@ kill_stage() {
 	assert_failure 64
 	assert_regex "$stderr" "--tokens applies to a receive or to --settle"
 }
+
+@test "two holders renewing one lock at once, then a settle: no renewal and no settle finds the lock lost" {
+	# the receiver and dq-analyze both renew what is in flight
+	send 1
+	dq-dequeue -n 1 -w 1 2>/dev/null >"$BATS_TEST_TMPDIR/rec"
+	renew_loop() {
+		local i
+		for i in $(seq 60); do
+			dq-dequeue --renew <"$BATS_TEST_TMPDIR/rec" >/dev/null 2>>"$BATS_TEST_TMPDIR/renew.$1" || echo "status $?" >>"$BATS_TEST_TMPDIR/renew.$1"
+		done
+	}
+	renew_loop a &
+	local a=$!
+	renew_loop b &
+	local b=$!
+	wait "$a" "$b"
+	assert_equal "$(cat "$BATS_TEST_TMPDIR/renew.a" "$BATS_TEST_TMPDIR/renew.b" | grep -c -e lock_lost -e status || true)" 0
+	renew_loop c &
+	local c=$!
+	run --separate-stderr dq-dequeue --settle <"$BATS_TEST_TMPDIR/rec"
+	wait "$c"
+	assert_success
+	assert_equal "$(jq -r .settled <<<"$output")" completed
+	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
+}
