@@ -178,13 +178,20 @@ dq_mi_fetch(const struct dq_mi *mi, const char *scope, struct dq_token *t, struc
 			    mi->endpoint, why);
 			goto out;
 		}
-		/* A token fetch is nobody's record: every failure is the system's. */
-		if (err->scope == DQ_SCOPE_RECORD || err->status == DQ_EX_CONFIG) {
+		/* A refusal of a token is nobody's record: the system's, 78.
+		 * Anything else (TLS, the endpoint down) keeps its kind. */
+		if (resp.status >= 400 && resp.status < 500 && !dq_retry_status(resp.status)) {
 			answer_error(&resp, detail, sizeof detail);
 			dq_err_system(err, DQ_EX_CONFIG, "identity_refused",
 			    "%s refused a token for %s (HTTP %ld)%s", mi->name, resource, resp.status,
 			    detail);
 			err->http_status = (int)resp.status;
+		} else if (err->scope == DQ_SCOPE_RECORD) {
+			/* an answer too large, say: no token in it */
+			char why[sizeof err->msg];
+
+			memcpy(why, err->msg, sizeof why);
+			dq_err_system(err, DQ_EX_TEMPFAIL, "bad_token", "%s: %s", mi->name, why);
 		}
 		goto out;
 	}

@@ -201,9 +201,12 @@ past_refresh() {
 	assert_equal "$(calls app_service)" 1
 	# past half-life (2 s): rounds of five processes at once, until one refreshed
 	refreshed() {
-		local j
-		for j in 1 2 3 4 5; do "$CRED" token "$SCOPE" >"$BATS_TEST_TMPDIR/r$j" & done
-		wait
+		local j pids=()
+		for j in 1 2 3 4 5; do
+			"$CRED" token "$SCOPE" >"$BATS_TEST_TMPDIR/r$j" &
+			pids+=($!)
+		done
+		wait "${pids[@]}" # theirs only: the fake runs in the background too
 		[ "$(calls app_service)" -ge 2 ]
 	}
 	wait_for 10 refreshed || fail "no refresh after half the token's life"
@@ -289,6 +292,16 @@ past_refresh() {
 	assert_failure 75
 	assert_output ""
 	assert_equal "$(calls app_service)" 4
+}
+
+@test "an identity endpoint that keeps answering 429 is transient (75), not a refusal" {
+	app_service
+	fake_config '{"fail": 429, "fail_times": 1000}'
+	export DQ_RETRY_ATTEMPTS=3
+	run --separate-stderr "$CRED" token "$SCOPE"
+	assert_failure 75
+	assert_output ""
+	assert_equal "$(calls app_service)" 3
 }
 
 @test "a malformed answer, an expired token or no expiry is refused (75), never cached" {
