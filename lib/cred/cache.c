@@ -197,9 +197,14 @@ usable(const struct dq_token *t, int64_t now)
 	return t->value && now < t->expires_ms - margin;
 }
 
+/* Set while a file already reported is read again under the lock. */
+static _Thread_local int quiet;
+
 static void
 untrusted(const char *path, const char *why)
 {
+	if (quiet)
+		return;
 	dq_log(DQ_WARNING, "token_cache_untrusted", json_pack("{s:s}", "file", path),
 	    "token cache file %s ignored (%s); it will be replaced", path, why);
 }
@@ -358,14 +363,18 @@ refresh(struct entry *e, const char *scope, const struct dq_token *old, struct d
 				return dq_mi_fetch(mi, scope, out, err);
 			}
 	}
-	/* Under the lock: another process may have refreshed meanwhile. */
+	/* Under the lock: another process may have refreshed meanwhile
+	 * (what was untrusted before is not reported twice). */
 	tok_clear(&ft);
 	now = dq_now_ms();
-	if (file_read(e, &ft) == 0 && usable(&ft, now) && now < ft.refresh_ms) {
+	quiet = 1;
+	rc = file_read(e, &ft);
+	quiet = 0;
+	if (rc == 0 && usable(&ft, now) && now < ft.refresh_ms) {
 		*out = ft;
-		rc = 0;
 		goto out;
 	}
+	rc = -1;
 	tok_clear(&ft);
 	if ((rc = dq_mi_fetch(mi, scope, out, err)) == 0)
 		file_write(e, out);
