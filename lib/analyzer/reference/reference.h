@@ -89,7 +89,8 @@ struct dq_refmodel {
 
 /*
  * Load from cachedir (may be NULL) or build from refdir/sku, writing the
- * cache; a cache file that fails its checksum is rebuilt (logged).
+ * cache; the key from the references' hashes as dq_refindex_hash finds
+ * them; a cache file that fails its checksum is rebuilt (logged).
  * Errors: record no_reference; system reference_unreadable,
  * bad_reference, bad_thresholds (78).
  */
