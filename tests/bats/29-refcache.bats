@@ -141,6 +141,15 @@ stat_of() {
 	fi
 }
 
+@test "the model and its index are written 0644 less the umask" {
+	(
+		umask 027
+		DQ_REFERENCE_DIR=$BATS_FILE_TMPDIR/first dq-analyze --sku "$SKU" "$SAMPLE" >/dev/null 2>&1
+	)
+	run stat -c %a "$DQ_CACHE_DIR"/*.model "$DQ_CACHE_DIR"/*.index
+	assert_output "$(printf '640\n640')"
+}
+
 @test "a reference whose content and size changed rebuilds the model" {
 	warm content
 	cp "$BATS_FILE_TMPDIR/other-size.png" "$BATS_FILE_TMPDIR/content/$SKU/ref-03.png"

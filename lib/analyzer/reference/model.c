@@ -493,7 +493,7 @@ model_save(struct dq_refmodel *m, const char *dir, const char *path)
 	size_t n = (size_t)m->W * m->H, len = sizeof h + MODEL_PLANES * n * sizeof(float), i;
 	unsigned char *buf;
 	float *pl[MODEL_PLANES];
-	char *tmp;
+	char *tmp, id[37];
 	int fd, ok;
 
 	memset(&h, 0, sizeof h);
@@ -518,13 +518,15 @@ model_save(struct dq_refmodel *m, const char *dir, const char *path)
 		return -1;
 	}
 	dq_refcache_sweep(dir);
-	tmp = dq_xasprintf("%s.tmp.XXXXXX", path);
-	if ((fd = mkstemp(tmp)) == -1) {
+	/* 0644 less the umask, as the index (dq_write_atomic) */
+	dq_uuid_new(id);
+	tmp = dq_xasprintf("%s.tmp.%s", path, id);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) == -1) {
 		free(tmp);
 		free(buf);
 		return -1;
 	}
-	ok = dq_write_all(fd, buf, len) == 0 && fchmod(fd, 0644) == 0 && fsync(fd) == 0;
+	ok = dq_write_all(fd, buf, len) == 0 && fsync(fd) == 0;
 	free(buf);
 	if ((close(fd) == -1) | !ok || rename(tmp, path) == -1) {
 		int e = errno;
