@@ -1,8 +1,8 @@
 /*
  * dq.h - the map of libdq.
  *
- * Declarations are grouped by folder (the core at lib/, then store/,
- * queue/, analyzer/ and the code over them), then by the file that
+ * Declarations are grouped by folder (the core at lib/, then http/,
+ * store/, queue/, analyzer/ and the code over them), then by the file that
  * defines them; the private headers of ingest/ and analyzer/reference/
  * are named where their folder is.  Jansson
  * references: a function taking a json_t * borrows it unless its comment
@@ -46,6 +46,10 @@ struct dq_err {
 	int http_status;	/* 0 when no HTTP was involved */
 	char code[48];		/* machine-readable: "not_an_image", ... */
 	char msg[512];		/* human-readable, no secrets */
+	/* Set by the HTTP layer (lib/http/): */
+	char request_id[80];	/* the service's request id, for the log line; "" none */
+	int budget_spent;	/* the retry budget was spent on this failure:
+				 * a caller never retries it again (DESIGN §6) */
 };
 
 /* The interfaces, declared here so the core can name them. */
@@ -263,6 +267,8 @@ struct dq_config {
 	double lock_seconds;		/* DQ_LOCK_SECONDS: local lease, default 300 */
 	double dup_window_seconds;	/* DQ_DUPLICATE_WINDOW_SECONDS, default 600 */
 	double retry_base_ms, retry_cap_ms, retry_budget_ms;
+	long retry_attempts;		/* DQ_RETRY_ATTEMPTS: attempts at most, the first too */
+	double http_connect_timeout_ms, http_timeout_ms;	/* of one HTTP attempt */
 	double poll_ms;			/* DQ_POLL_MS: local spool polling, default 100 */
 	double ingest_drain_ms;		/* DQ_INGEST_DRAIN_MS: a refused CGI body, default 5000 */
 	double analyze_delay_ms;	/* DQ_TEST_ANALYZE_DELAY_MS: test hook, 0 */
@@ -457,6 +463,165 @@ const char *dq_message_blob(json_t *msg, const char **container);
 /* annotate.c: write a PNG copy of the image with the boxes drawn. */
 int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
     json_t *bounding_boxes, struct dq_err *);
+
+/*
+ * lib/http/: the one HTTP layer (DESIGN §1, §6), over libcurl: http.c
+ * (connections, TLS, timeouts, the request), answer.c (reading the
+ * answer), retry.c (the one retry policy), redact.c (what never reaches
+ * a log, a record or an error).  Only http.c calls libcurl.
+ * Backends and the credential layer call these; nothing else in dq
+ * calls libcurl.  libcurl is initialised by the first request, never
+ * before: a program that makes none costs what it cost without it.
+ */
+
+/* http.c: a request and its answer. */
+/*
+ * A request.  Zero-initialise it and fill what you need: every field
+ * left 0 or NULL takes its default.
+ *
+ * - headers: "Name: value" strings, NULL-terminated (NULL: none); libcurl
+ *   adds Host, and Content-Length for a body; "Expect:" is always sent
+ *   empty (no 100-continue round trip).
+ * - The body is from memory (body, body_len: sent as is, also when
+ *   body_len is 0 for a PUT or POST) or, when upload is set, streamed
+ *   from that file from its current offset, upload_len bytes (rewound
+ *   to that offset for a retry).
+ * - The answer's body goes to memory, at most max_body bytes (0: 16 MiB;
+ *   more is the system error "too_large", 74), or, when download is set,
+ *   a 2xx answer's body to that file from its current offset (cut back
+ *   to that offset for a retry); any other answer's body to memory.
+ * - connect_timeout_ms, timeout_ms: of one attempt (0: DQ_HTTP_CONNECT_
+ *   TIMEOUT_MS, DQ_HTTP_TIMEOUT_MS).  deadline_ms: ms since the epoch
+ *   (dq_now_ms(); a record's lock) that no attempt and no wait crosses;
+ *   0: none.
+ * - credentials: the request carries a secret (a header, a SAS in the
+ *   URL).  Such a request to plain http:// is refused before any
+ *   connection unless the host is loopback (127.0.0.0/8, ::1,
+ *   localhost).  The layer also treats as credentials what redact.c
+ *   knows to be secret (an Authorization or key header, a sig= query).
+ * - sign (NULL: none): called before every attempt, the first and each
+ *   retry, to add the headers that change per attempt (x-ms-date, a
+ *   Shared Key signature, a token) with dq_http_add(); sign_arg is its
+ *   own.  0, or -1 with err: the request is not sent, err returned.
+ * - unauthorized (NULL: none): called on a 401 when the request was
+ *   signed; 1 when the credential was dropped and the request may be
+ *   sent once more (signed anew), 0 when not.  At most one such repeat
+ *   per request: a 401 never loops.
+ * - returned: statuses (0-terminated) the caller handles itself beyond
+ *   the default ones (2xx, 3xx, 404, 409, 412); retried: statuses
+ *   (0-terminated) retried beyond the default ones (408, 429, 500, 502,
+ *   503, 504).
+ */
+struct dq_http_hdrs;
+struct dq_http_req {
+	const char *method;			/* NULL: GET; HEAD reads no body */
+	const char *url;
+	const char *const *headers;
+	const void *body;
+	size_t body_len;
+	FILE *upload;
+	int64_t upload_len;
+	size_t max_body;
+	FILE *download;
+	int64_t connect_timeout_ms, timeout_ms, deadline_ms;
+	int credentials;
+	int (*sign)(const struct dq_http_req *, struct dq_http_hdrs *, void *sign_arg,
+	    struct dq_err *);
+	int (*unauthorized)(void *sign_arg);
+	void *sign_arg;
+	const int *returned, *retried;
+};
+/* For sign: add one header "name: value" to this attempt. */
+void dq_http_add(struct dq_http_hdrs *, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The answer; dq_http_resp_free() it whatever dq_http_do returned. */
+struct dq_http_resp {
+	long status;			/* the last answer's; 0: none came */
+	char request_id[80];		/* x-ms-request-id, apim-request-id or x-request-id */
+	unsigned char *body;		/* malloc'd, NUL-terminated; NULL: none or downloaded */
+	size_t body_len;
+	int attempts;			/* requests sent */
+	int64_t waited_ms;		/* time spent waiting between them */
+	char **hdr;			/* "name: value", as received (read with dq_http_header) */
+	size_t nhdr;
+};
+/*
+ * Send req with the one retry policy (retry.c) and fill resp.  0 when an
+ * answer came whose status the caller handles: 2xx, 3xx (redirects are
+ * never followed), 404, 409, 412 and req->returned's.  Otherwise -1 with
+ * err (http_status and request_id set where an answer came), of the
+ * kinds of DESIGN §2:
+ * - 401, 403: system error, 78, not retried ("unauthorized",
+ *   "forbidden"); a TLS certificate that does not verify: 78 ("tls");
+ *   a refused plain-http credential: 78 ("insecure_transport");
+ * - a retried status or a connection failure still there when the
+ *   budget, the attempts or the deadline ran out: system error, 75
+ *   ("unavailable", "timeout", "connect_failed"), with budget_spent set:
+ *   the caller must not retry it again (DESIGN §6: one retry loop);
+ * - any other 4xx: record error, 65 ("http_4xx"); any other 5xx: system
+ *   error, 69 ("http_5xx").
+ * The backend that called reads resp's body and headers to refine that
+ * (an error code in the body).  Safe from any thread at once: each thread
+ * has its own libcurl handle over one shared pool of connections, TLS
+ * sessions and DNS answers; no lock is held while a request is under way.
+ */
+int dq_http_do(const struct dq_http_req *, struct dq_http_resp *, struct dq_err *);
+
+/* answer.c: reading an answer, and what needs no libcurl. */
+/* A header of the answer by name, case-insensitively (the last one); NULL: none. */
+const char *dq_http_header(const struct dq_http_resp *, const char *name);
+void dq_http_resp_free(struct dq_http_resp *);
+/* Whether host (a URL's host, brackets allowed) is loopback:
+ * 127.0.0.0/8, ::1, localhost. */
+int dq_http_loopback(const char *host);
+
+/*
+ * retry.c: the one retry policy.  Exponential backoff with full jitter
+ * (a wait drawn from [0, min(DQ_RETRY_CAP_MS, DQ_RETRY_BASE_MS * 2^n)]),
+ * or the server's own hint (dq_retry_after_ms) capped at DQ_RETRY_CAP_MS;
+ * at most DQ_RETRY_ATTEMPTS attempts; no retry whose wait would end past
+ * DQ_RETRY_BUDGET_MS after the first attempt or past the caller's
+ * deadline.  dq_http_do uses it; so does a stage that retries work of its
+ * own that no HTTP retried (dq-analyze over the reference analyzer).
+ */
+struct dq_retry {
+	int64_t start_ms, deadline_ms;	/* deadline 0: none */
+	int attempts;			/* made so far */
+	int64_t waited_ms;
+	int64_t last_wait_ms, last_ceiling_ms;	/* the last wait, and what bounded it */
+};
+void dq_retry_init(struct dq_retry *, int64_t deadline_ms);
+/*
+ * After a failed attempt: the wait (ms, >= 0) before the next one, or -1
+ * when the policy allows no more.  hint_ms: the server's (-1: none).  It
+ * does not sleep: the caller does, with dq_sleep_ms.
+ */
+int64_t dq_retry_next(struct dq_retry *, int64_t hint_ms);
+/* 1 for the statuses retried by default: 408, 429, 500, 502, 503, 504. */
+int dq_retry_status(long status);
+/* The server's hint in ms: retry-after-ms, x-ms-retry-after-ms, then
+ * Retry-After (seconds or an HTTP date), the first that parses; -1: none. */
+int64_t dq_retry_after_ms(const struct dq_http_resp *);
+
+/*
+ * redact.c: the one place that knows what is secret (no libcurl here).
+ * Used for every URL, header and body fragment the HTTP layer and the
+ * credential layer log or put in an error.
+ */
+/* 1 when a header's value is secret: Authorization, Proxy-Authorization,
+ * api-key, x-api-key, x-ms-*-key, x-identity-header, Cookie, ... */
+int dq_redact_header_secret(const char *name);
+/* A URL with its userinfo and every query value but known harmless ones
+ * (api-version, restype, comp, ...) replaced by "REDACTED", into buf (cut
+ * to n); returns buf. */
+char *dq_redact_url(const char *url, char *buf, size_t n);
+/* A text (an error body, a message) with what follows "Bearer ",
+ * "SharedKey ", "SharedAccessSignature ", "sig=", "api-key" and the like
+ * replaced by "REDACTED", malloc'd. */
+char *dq_redact_text(const char *text);
+/* 1 when a URL's query or a header list carries a secret (for the
+ * plain-http refusal). */
+int dq_redact_url_secret(const char *url);
 
 /*
  * lib/store/: the store interface (store.c) and its backends, one file
