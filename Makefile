@@ -33,7 +33,7 @@ LIBOBJ = $(patsubst %.c,$(B)/%.o,$(LIBSRC))
 LIBA = $(B)/lib/libdq.a
 TOOLS = $(B)/tools/dq-synth
 UNIT = $(B)/tests/unit/spool-test $(B)/tests/unit/reference-test $(B)/tests/unit/image-test \
-	$(B)/tests/unit/status-test
+	$(B)/tests/unit/status-test $(B)/tests/unit/http-test
 BINS = $(addprefix $(B)/bin/,$(PROGS) $(SCRIPTS))
 
 all: deps-check $(BINS) $(TOOLS)

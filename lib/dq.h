@@ -487,7 +487,7 @@ int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
  *   from that file from its current offset, upload_len bytes (rewound
  *   to that offset for a retry).
  * - The answer's body goes to memory, at most max_body bytes (0: 16 MiB;
- *   more is the system error "too_large", 74), or, when download is set,
+ *   more is the record error "too_large", 65), or, when download is set,
  *   a 2xx answer's body to that file from its current offset (cut back
  *   to that offset for a retry); any other answer's body to memory.
  * - connect_timeout_ms, timeout_ms: of one attempt (0: DQ_HTTP_CONNECT_
