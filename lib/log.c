@@ -120,5 +120,7 @@ dq_log_err(enum dq_level lv, const char *event, json_t *ctx, const struct dq_err
 	json_object_set_new(ctx, "scope", json_string(e->scope == DQ_SCOPE_SYSTEM ? "system" : "record"));
 	if (e->http_status)
 		json_object_set_new(ctx, "http_status", json_integer(e->http_status));
+	if (e->request_id[0])
+		json_object_set_new(ctx, "request_id", json_string(e->request_id));
 	dq_log(lv, event, ctx, "%s", e->msg);
 }

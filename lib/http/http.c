@@ -36,6 +36,7 @@
 
 #define MAX_BODY_DEFAULT (16u * 1024 * 1024)
 #define MAX_HEADERS 256
+#define MAX_CONNECTIONS 1024	/* kept open in the pool, idle or not */
 
 struct dq_http_hdrs {
 	struct curl_slist *list;
@@ -427,6 +428,9 @@ attempt(CURL *h, const struct dq_http_req *req, struct dq_http_resp *resp,
 	    req->connect_timeout_ms : (int64_t)dq_cfg.http_connect_timeout_ms));
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* the pool is the process's: room for every thread's connection (the
+	 * default, 5, would close a busy thread's on each return) */
+	curl_easy_setopt(h, CURLOPT_MAXCONNECTS, (long)MAX_CONNECTIONS);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);

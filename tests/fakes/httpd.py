@@ -11,9 +11,10 @@ used in order, each ANSWER "times" times (default 1); the last one then
 repeats forever.  An ANSWER is
 
   {"status": 503, "headers": {"Retry-After": "2"}, "body": "...",
-   "delay_ms": 0, "drop": false, "times": 1}
+   "delay_ms": 0, "drop": false, "truncate": false, "times": 1}
 
-"drop": true closes the connection without an answer.  A header value
+"drop": true closes the connection without an answer; "truncate": true
+sends the headers and half the body, then closes it.  A header value
 "{http_date+N}" becomes the HTTP date N seconds from now.  Without a
 script every request gets 200 "ok".  Each answer carries
 x-ms-request-id: fake-<n> unless it names a request id of its own.
@@ -153,6 +154,16 @@ class Handler(BaseHTTPRequestHandler):
         """Answer request number n (1-based) with a script ANSWER."""
         time.sleep(float(answer.get("delay_ms", 0)) / 1000)
         if answer.get("drop"):
+            self.close_connection = True
+            return
+        if answer.get("truncate"):
+            # the whole length promised, half the body sent, the connection closed
+            body = answer.get("body", "").encode()
+            self.send_response(int(answer.get("status", 200)))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
             self.close_connection = True
             return
         headers = {}
