@@ -131,6 +131,7 @@ static const struct var vars[] = {
 	{ "DQ_TEST_ANALYZE_DELAY_P99_MS", "0", MS, S(analyze_delay_p99_ms), 0, 3600000, AN },
 	{ "DQ_TEST_ANALYZE_SLOW_SKU", NULL, STR, S(analyze_slow_sku), 0, 0, AN },
 	{ "DQ_TEST_ANALYZE_SLOW_MS", "0", MS, S(analyze_slow_ms), 0, 3600000, AN },
+	{ "DQ_TEST_ANALYZE_URL", NULL, STR, S(test_analyze_url), 0, 0, AN },
 	{ "DQ_TEST_SEND_FSYNC_FAIL", "0", FLAG, S(test_send_fsync_fail), 0, 0, QU },
 };
 #undef S

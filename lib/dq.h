@@ -275,6 +275,7 @@ struct dq_config {
 	double analyze_delay_p99_ms;	/* DQ_TEST_ANALYZE_DELAY_P99_MS: its spread, 0 */
 	const char *analyze_slow_sku;	/* DQ_TEST_ANALYZE_SLOW_SKU: test hook, the SKU of slow images */
 	double analyze_slow_ms;		/* DQ_TEST_ANALYZE_SLOW_MS: their delay instead, 0 */
+	const char *test_analyze_url;	/* DQ_TEST_ANALYZE_URL: test hook, a network model */
 	int test_send_fsync_fail;	/* DQ_TEST_SEND_FSYNC_FAIL: test hook, 0 */
 };
 extern struct dq_config dq_cfg;
@@ -850,6 +851,17 @@ int dq_analyzer_check(struct dq_analyzer *, const char *sku, struct dq_err *);
  * when unset.
  */
 void dq_analyzer_test_delay(const char *sku);
+/*
+ * analyzer/testnet.c: the test hook of a network model, until one is
+ * built: with DQ_TEST_ANALYZE_URL set, dq-analyze first GETs that URL
+ * through the HTTP layer.  A failure there is the analysis's, as a
+ * network analyzer reports one image's transient failure: a record
+ * error, retryable, that keeps the layer's budget_spent (a retried
+ * status or connection failure that outlasted the budget); an answer
+ * that is not 2xx (409, say) is one without it, a failure nobody
+ * retried yet.  0 when unset or answered 2xx; -1 with err.
+ */
+int dq_analyzer_test_request(struct dq_err *);
 const char *dq_analyzer_name(const struct dq_analyzer *);	/* "reference", "azure-openai" */
 void dq_analysis_free(struct dq_analysis *);
 

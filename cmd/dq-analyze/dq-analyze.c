@@ -61,8 +61,8 @@ analyze(json_t *msg, const unsigned char *data, size_t len, const char *sha256,
 	if (dq_image_validate(data, len, &in, err) < 0)
 		return NULL;
 	started = dq_now_ms();
-	dq_analyzer_test_delay(sku);	/* test hook: a slow model */
-	if (dq_analyzer_analyze(analyzer, sku, data, len, &in, &a, err) < 0)
+	dq_analyzer_test_delay(sku);	/* test hooks: a slow model, a network one */
+	if (dq_analyzer_test_request(err) < 0 || dq_analyzer_analyze(analyzer, sku, data, len, &in, &a, err) < 0)
 		return NULL;
 	if (dq_findings_check(a.findings, in.width, in.height, err) < 0) {
 		dq_analysis_free(&a);
@@ -99,6 +99,8 @@ work(json_t *rec, struct dq_job *job, void *arg)
 	size_t len;
 	char *annot = NULL;
 	struct dq_err err;
+	struct dq_retry retry;
+	int64_t wait;
 	int r, st = 0;
 
 	blob = dq_message_blob(msg, &cont);
@@ -132,16 +134,20 @@ work(json_t *rec, struct dq_job *job, void *arg)
 	if (annotate_dir)
 		annot = dq_xasprintf("%s/%s.png", annotate_dir, id);
 	dq_log(DQ_DEBUG, "analyzing", dq_record_log_ctx(rec), "analyzing %s/%s", cont, blob);
-	/* A transient failure is tried again within the retry budget, the lock kept. */
-	for (int64_t start = dq_now_ms(), wait = dq_cfg.retry_base_ms >= 2 ? (int64_t)dq_cfg.retry_base_ms : 2;; wait *= 2) {
+	/*
+	 * A transient failure is tried again by the one retry policy, the lock
+	 * kept; never one whose retries the HTTP layer already spent (DESIGN
+	 * §6: one budget per failure, not a budget squared).
+	 */
+	dq_retry_init(&retry, 0);
+	for (;;) {
 		doc = analyze(msg, data, len,
 		    json_string_value(json_object_get(json_object_get(msg, "image"), "sha256")), annot, &err);
-		if (doc || err.scope == DQ_SCOPE_SYSTEM || !err.retryable ||
-		    dq_now_ms() - start + wait > (int64_t)dq_cfg.retry_budget_ms)
+		if (doc || err.scope == DQ_SCOPE_SYSTEM || !err.retryable || err.budget_spent ||
+		    (wait = dq_retry_next(&retry, -1)) < 0)
 			break;
-		wait = wait < (int64_t)dq_cfg.retry_cap_ms ? wait : (int64_t)dq_cfg.retry_cap_ms;
 		dq_log_err(DQ_WARNING, "analyze_retry", dq_record_log_ctx(rec), &err);
-		dq_sleep_ms(wait / 2 + (wait > 1 ? random() % (wait / 2) : 0));
+		dq_sleep_ms(wait);
 		if (dq_job_keep(job) < 0) {
 			dq_err_set(&err, DQ_SCOPE_RECORD, DQ_EX_TEMPFAIL, 1, "lock_lost",
 			    "the message's lock could not be kept: not analyzed again");

@@ -362,3 +362,40 @@ retry_log() {
 	assert_equal "$(jq -r 'select(.event == "http_retry") | .url' <<<"$stderr" | sed 's/127\.0\.0\.1:[0-9]*/127.0.0.1:PORT/')" \
 		'http://127.0.0.1:PORT/c/b?sv=REDACTED&sig=REDACTED&se=REDACTED&api-version=1'
 }
+
+# analyze_one: a message record of one image of the reference set, in $BATS_TEST_TMPDIR/m.
+analyze_one() {
+	reference_setup 40 -W 320 -H 240 --refs 2 --good 1 --defects 1
+	dq-put --sku WK-KN-200 --facility yangjiang "$S/samples/good-001.jpg" >"$BATS_TEST_TMPDIR/m" 2>/dev/null ||
+		fail "dq-put failed"
+}
+
+@test "dq-analyze does not retry what the HTTP layer retried: a 503-forever model costs one budget" {
+	analyze_one
+	export DQ_RETRY_BASE_MS=1 DQ_RETRY_ATTEMPTS=3
+	fake_script model '{"answers":[{"status":503}]}'
+	DQ_TEST_ANALYZE_URL=$(fake_url model /chat) run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/m"
+	assert_failure 75
+	assert_equal "$(jq -c '.error | [.code, .retryable, .http_status]' <<<"$output")" '["test_model_unavailable",true,503]'
+	# three attempts of one budget, not three of three
+	assert_equal "$(fake_stats model .requests)" 3
+	assert_equal "$(log_events "$stderr" | grep -c '^http_retry$')" 2
+	refute_line --partial analyze_retry <<<"$(log_events "$stderr")"
+}
+
+@test "dq-analyze still retries a transient failure nobody retried, by the same policy" {
+	analyze_one
+	export DQ_RETRY_BASE_MS=1 DQ_RETRY_ATTEMPTS=3
+	fake_script model '{"answers":[{"status":409,"times":2},{"status":200}]}'
+	DQ_TEST_ANALYZE_URL=$(fake_url model /chat) run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/m"
+	assert_success
+	assert_equal "$(jq -r '.artifact.analysis.analyzer' <<<"$output")" reference
+	assert_equal "$(fake_stats model .requests)" 3
+	assert_equal "$(log_events "$stderr" | grep -c '^analyze_retry$')" 2
+	# and gives up after DQ_RETRY_ATTEMPTS
+	fake_script busy '{"answers":[{"status":409}]}'
+	DQ_TEST_ANALYZE_URL=$(fake_url busy /chat) run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/m"
+	assert_failure 75
+	assert_equal "$(jq -r .error.code <<<"$output")" test_model_busy
+	assert_equal "$(fake_stats busy .requests)" 3
+}
