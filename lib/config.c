@@ -290,7 +290,7 @@ analyzer_use(void)
 {
 	struct dq_err err;
 	const char *b = dq_analyzer_choice(&err);
-	char *cache;
+	char *cache, url[1024];
 	json_t *o;
 
 	if (!b)
@@ -304,7 +304,8 @@ analyzer_use(void)
 		return o;
 	}
 	return json_pack("{s:s,s:s?,s:s,s:s}", "backend", b,
-	    "endpoint", dq_cfg.ai_endpoint, "deployment", dq_cfg.vision_deployment,
+	    "endpoint", dq_cfg.ai_endpoint ? dq_redact_url(dq_cfg.ai_endpoint, url, sizeof url) : NULL,
+	    "deployment", dq_cfg.vision_deployment,
 	    "credentials", dq_cfg.ai_api_key ? "API key (AZURE_AI_API_KEY)" : "managed identity");
 }
 
@@ -313,6 +314,7 @@ dq_config_print(FILE *fp, const char *prog)
 {
 	json_t *o = json_pack("{s:s}", "program", prog), *vs = json_object();
 	int who = ALL;
+	char url[1024];
 
 	for (size_t i = 0; i < sizeof progs / sizeof progs[0]; i++)
 		if (strcmp(progs[i].name, prog) == 0)
@@ -334,6 +336,8 @@ dq_config_print(FILE *fp, const char *prog)
 			json_object_set_new(vs, v->name, json_null());
 		else if (v->kind == SECRET)
 			json_object_set_new(vs, v->name, json_string("<set>"));
+		else if (strstr(s, "://"))	/* a URL may hold a SAS: redact.c's rule */
+			json_object_set_new(vs, v->name, json_string(dq_redact_url(s, url, sizeof url)));
 		else
 			json_object_set_new(vs, v->name, json_string(s));
 	}

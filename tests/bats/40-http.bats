@@ -399,3 +399,15 @@ analyze_one() {
 	assert_equal "$(jq -r .error.code <<<"$output")" test_model_busy
 	assert_equal "$(fake_stats busy .requests)" 3
 }
+
+@test "--print-config shows a URL's SAS or key redacted" {
+	export DQ_BLOB_ENDPOINT='https://acct.blob.core.windows.net/?sv=2023-11-03&sig=S3CRET-sig' \
+		AZURE_AI_PROJECT_ENDPOINT='https://res.openai.azure.com/?api-key=S3CRET-key&api-version=1'
+	run --separate-stderr dq-analyze --print-config
+	assert_success
+	refute_output --partial S3CRET
+	assert_equal "$(jq -r '.variables.DQ_BLOB_ENDPOINT' <<<"$output")" \
+		'https://acct.blob.core.windows.net/?sv=REDACTED&sig=REDACTED'
+	assert_equal "$(jq -r '.analyzer.endpoint' <<<"$output")" \
+		'https://res.openai.azure.com/?api-key=REDACTED&api-version=1'
+}
