@@ -1,9 +1,10 @@
 /*
  * http.c - the request, over libcurl (DESIGN §6).
  *
- * libcurl is initialised by the first request (pthread_once), never at
- * start: a program that makes none - the local backends, --version, -h,
- * a refused CGI request - pays nothing for it.  All threads share one
+ * libcurl is loaded and initialised by the first request (dlopen under
+ * pthread_once, below), never at start: a program that makes none - the
+ * local backends, --version, -h, a refused CGI request - pays nothing
+ * for it.  All threads share one
  * pool of connections, TLS sessions and DNS answers (a share handle
  * whose locks guard only the pool, never a request under way); each
  * thread has its own easy handle, made on its first request and reused,
@@ -21,8 +22,10 @@
  * anyway) can redirect it.  The retries are retry.c's policy; what is
  * logged passes through redact.c.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +45,88 @@ struct dq_http_hdrs {
 	struct curl_slist *list;
 	int oom;
 };
+
+/* ---- libcurl, loaded by the first request ---- */
+
+#ifndef DQ_LIBCURL
+#define DQ_LIBCURL "libcurl.so.4"
+#endif
+
+/*
+ * libcurl is loaded with dlopen, not linked: linked, its load alone
+ * (libcurl and the libraries it needs: nghttp2, libssh2, LDAP, GSSAPI...)
+ * costs every program that has a network backend some 4 ms of CPU at each
+ * start, before main, whether it makes a request or not - more than half
+ * of what dq-ingest costs to refuse a request.  Loaded by the first
+ * request, it costs only the programs that make one, once.  OpenSSL's two
+ * functions for DQ_CA_FILE come through the same handle (libcurl's
+ * libssl), NULL when libcurl has another TLS library.
+ */
+static struct {
+	CURLcode (*global_init)(long);
+	CURLSH *(*share_init)(void);
+	CURLSHcode (*share_setopt)(CURLSH *, CURLSHoption, ...);
+	CURL *(*easy_init)(void);
+	void (*easy_cleanup)(CURL *);
+	void (*easy_reset)(CURL *);
+	CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
+	CURLcode (*easy_perform)(CURL *);
+	CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
+	const char *(*easy_strerror)(CURLcode);
+	struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
+	void (*slist_free_all)(struct curl_slist *);
+	curl_version_info_data *(*version_info)(CURLversion);
+	X509_STORE *(*ctx_cert_store)(const SSL_CTX *);
+	int (*store_load_file)(X509_STORE *, const char *);
+} C;
+
+static const struct {
+	const char *name;
+	size_t off;
+	int optional;
+} syms[] = {
+#define SYM(f, name) { name, offsetof(__typeof__(C), f), 0 }
+	SYM(global_init, "curl_global_init"),
+	SYM(share_init, "curl_share_init"),
+	SYM(share_setopt, "curl_share_setopt"),
+	SYM(easy_init, "curl_easy_init"),
+	SYM(easy_cleanup, "curl_easy_cleanup"),
+	SYM(easy_reset, "curl_easy_reset"),
+	SYM(easy_setopt, "curl_easy_setopt"),
+	SYM(easy_perform, "curl_easy_perform"),
+	SYM(easy_getinfo, "curl_easy_getinfo"),
+	SYM(easy_strerror, "curl_easy_strerror"),
+	SYM(slist_append, "curl_slist_append"),
+	SYM(slist_free_all, "curl_slist_free_all"),
+	SYM(version_info, "curl_version_info"),
+#undef SYM
+	{ "SSL_CTX_get_cert_store", offsetof(__typeof__(C), ctx_cert_store), 1 },
+	{ "X509_STORE_load_file", offsetof(__typeof__(C), store_load_file), 1 },
+};
+
+static char load_error[256];
+
+/* 0 with C filled, or -1 with load_error. */
+static int
+load(void)
+{
+	void *lib = dlopen(DQ_LIBCURL, RTLD_NOW | RTLD_LOCAL);
+
+	if (!lib) {
+		snprintf(load_error, sizeof load_error, "%s", dlerror());
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
+		void *f = dlsym(lib, syms[i].name);
+
+		if (!f && !syms[i].optional) {
+			snprintf(load_error, sizeof load_error, "%s: no %s", DQ_LIBCURL, syms[i].name);
+			return -1;
+		}
+		memcpy((char *)&C + syms[i].off, &f, sizeof f);
+	}
+	return 0;
+}
 
 /* ---- the process's pool, made by the first request ---- */
 
@@ -68,7 +153,7 @@ unlock(CURL *h, curl_lock_data data, void *arg)
 static void
 easy_free(void *h)
 {
-	curl_easy_cleanup(h);
+	C.easy_cleanup(h);
 }
 
 static void
@@ -76,22 +161,27 @@ init(void)
 {
 	const curl_version_info_data *v;
 
-	if ((init_rc = curl_global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK)
+	if (load() < 0) {
+		init_rc = CURLE_FAILED_INIT;
+		return;
+	}
+	if ((init_rc = C.global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK)
 		return;
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&share_lock[i], NULL);
-	if (!(share = curl_share_init()) ||
-	    curl_share_setopt(share, CURLSHOPT_LOCKFUNC, lock) ||
-	    curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, unlock) ||
-	    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) ||
-	    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) ||
-	    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) ||
+	if (!(share = C.share_init()) ||
+	    C.share_setopt(share, CURLSHOPT_LOCKFUNC, lock) ||
+	    C.share_setopt(share, CURLSHOPT_UNLOCKFUNC, unlock) ||
+	    C.share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) ||
+	    C.share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) ||
+	    C.share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) ||
 	    pthread_key_create(&easy_key, easy_free) != 0) {
 		init_rc = CURLE_FAILED_INIT;
 		return;
 	}
-	v = curl_version_info(CURLVERSION_NOW);
-	openssl_backend = v->ssl_version && strncmp(v->ssl_version, "OpenSSL", 7) == 0;
+	v = C.version_info(CURLVERSION_NOW);
+	openssl_backend = v->ssl_version && strncmp(v->ssl_version, "OpenSSL", 7) == 0 &&
+	    C.ctx_cert_store && C.store_load_file;
 }
 
 /* This thread's handle, over the shared pool; NULL when libcurl failed. */
@@ -102,12 +192,12 @@ handle(void)
 	if (init_rc != CURLE_OK)
 		return NULL;
 	if (!easy) {
-		if (!(easy = curl_easy_init()))
+		if (!(easy = C.easy_init()))
 			return NULL;
 		pthread_setspecific(easy_key, easy);
 	}
-	curl_easy_reset(easy);	/* keeps its connections and the share */
-	curl_easy_setopt(easy, CURLOPT_SHARE, share);
+	C.easy_reset(easy);	/* keeps its connections and the share */
+	C.easy_setopt(easy, CURLOPT_SHARE, share);
 	return easy;
 }
 
@@ -115,9 +205,9 @@ handle(void)
 static CURLcode
 add_ca(CURL *h, void *ssl_ctx, void *arg)
 {
-	X509_STORE *store = SSL_CTX_get_cert_store(ssl_ctx);
+	X509_STORE *store = C.ctx_cert_store(ssl_ctx);
 
-	return store && X509_STORE_load_file(store, dq_cfg.ca_file) == 1 ?
+	return store && C.store_load_file(store, dq_cfg.ca_file) == 1 ?
 	    CURLE_OK : CURLE_SSL_CACERT_BADFILE;
 }
 
@@ -292,7 +382,7 @@ static enum outcome
 curl_failure(CURLcode rc, const struct attempt *a, const char *m, const char *shown,
     const char *ebuf, struct dq_err *err)
 {
-	const char *why = *ebuf ? ebuf : curl_easy_strerror(rc);
+	const char *why = *ebuf ? ebuf : C.easy_strerror(rc);
 
 	switch (rc) {
 	case CURLE_PEER_FAILED_VERIFICATION:
@@ -393,13 +483,13 @@ attempt(CURL *h, const struct dq_http_req *req, struct dq_http_resp *resp,
 	if (req->sign && req->sign(req, &hd, req->sign_arg, err) < 0)
 		goto out;
 	for (const char *const *p = req->headers; p && *p; p++)
-		hd.list = curl_slist_append(hd.list, *p);
+		hd.list = C.slist_append(hd.list, *p);
 	for (struct curl_slist *s = hd.list; s; s = s->next)
 		has_type |= strncasecmp(s->data, "content-type:", 13) == 0;
-	hd.list = curl_slist_append(hd.list, "Expect:");
+	hd.list = C.slist_append(hd.list, "Expect:");
 	/* libcurl would add a form's content type to a body: send only what was signed */
 	if (!has_type)
-		hd.list = curl_slist_append(hd.list, "Content-Type:");
+		hd.list = C.slist_append(hd.list, "Content-Type:");
 	if (hd.oom || !hd.list) {
 		dq_err_system(err, DQ_EX_TEMPFAIL, "no_memory", "%s %s: out of memory", m, shown);
 		goto out;
@@ -413,59 +503,59 @@ attempt(CURL *h, const struct dq_http_req *req, struct dq_http_resp *resp,
 		goto out;
 	}
 
-	curl_easy_setopt(h, CURLOPT_URL, req->url);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "dq/" DQ_VERSION);
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd.list);
-	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(h, CURLOPT_HEADERDATA, &a);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &a);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(req->connect_timeout_ms > 0 ?
+	C.easy_setopt(h, CURLOPT_URL, req->url);
+	C.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	C.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	C.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	C.easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
+	C.easy_setopt(h, CURLOPT_USERAGENT, "dq/" DQ_VERSION);
+	C.easy_setopt(h, CURLOPT_HTTPHEADER, hd.list);
+	C.easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	C.easy_setopt(h, CURLOPT_HEADERDATA, &a);
+	C.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	C.easy_setopt(h, CURLOPT_WRITEDATA, &a);
+	C.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(req->connect_timeout_ms > 0 ?
 	    req->connect_timeout_ms : (int64_t)dq_cfg.http_connect_timeout_ms));
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	C.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+	C.easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	/* the pool is the process's: room for every thread's connection (the
 	 * default, 5, would close a busy thread's on each return) */
-	curl_easy_setopt(h, CURLOPT_MAXCONNECTS, (long)MAX_CONNECTIONS);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	C.easy_setopt(h, CURLOPT_MAXCONNECTS, (long)MAX_CONNECTIONS);
+	C.easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	C.easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	C.easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	if (!https)
-		curl_easy_setopt(h, CURLOPT_PROXY, "");	/* no proxy for plain http */
+		C.easy_setopt(h, CURLOPT_PROXY, "");	/* no proxy for plain http */
 	if (dq_cfg.ca_file && *dq_cfg.ca_file) {
 		if (openssl_backend)
-			curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, add_ca);
+			C.easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, add_ca);
 		else
-			curl_easy_setopt(h, CURLOPT_CAINFO, dq_cfg.ca_file);
+			C.easy_setopt(h, CURLOPT_CAINFO, dq_cfg.ca_file);
 	}
 	body = req->body || req->upload || strcmp(m, "PUT") == 0 || strcmp(m, "POST") == 0 ||
 	    strcmp(m, "PATCH") == 0 || strcmp(m, "DELETE") == 0;
 	if (strcmp(m, "HEAD") == 0)
-		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+		C.easy_setopt(h, CURLOPT_NOBODY, 1L);
 	else if (req->upload) {
-		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(h, CURLOPT_READDATA, &a);
-		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload_len);
-		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
+		C.easy_setopt(h, CURLOPT_UPLOAD, 1L);
+		C.easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+		C.easy_setopt(h, CURLOPT_READDATA, &a);
+		C.easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload_len);
+		C.easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
 	} else if (body) {
 		/* from memory; an empty body is sent with Content-Length: 0 */
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
-		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
+		C.easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+		C.easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+		C.easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
 	} else if (strcmp(m, "GET") != 0)
-		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
+		C.easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
 
-	rc = curl_easy_perform(h);
+	rc = C.easy_perform(h);
 	resp->attempts++;
 	if (rc == CURLE_OK) {
 		long st = 0;
 
-		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
+		C.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
 		resp->status = st;
 	} else
 		resp->status = a.status;
@@ -485,7 +575,7 @@ attempt(CURL *h, const struct dq_http_req *req, struct dq_http_resp *resp,
 	}
 	out = status_failure(req, resp, m, shown, err);
 out:
-	curl_slist_free_all(hd.list);
+	C.slist_free_all(hd.list);
 	return out;
 }
 
@@ -507,7 +597,7 @@ dq_http_add(struct dq_http_hdrs *hd, const char *name, const char *fmt, ...)
 	line = dq_xasprintf("%s: %s", name, v);
 	dq_wipe(v, strlen(v));
 	free(v);
-	if ((l = curl_slist_append(hd->list, line)))
+	if ((l = C.slist_append(hd->list, line)))
 		hd->list = l;
 	else
 		hd->oom = 1;
@@ -585,8 +675,12 @@ dq_http_do(const struct dq_http_req *req, struct dq_http_resp *resp, struct dq_e
 		return -1;
 	}
 	if (!(h = handle())) {
-		dq_err_system(err, DQ_EX_TEMPFAIL, "http_init", "%s %s: libcurl could not start: %s",
-		    m, shown, curl_easy_strerror(init_rc ? init_rc : CURLE_OUT_OF_MEMORY));
+		if (load_error[0])
+			dq_err_system(err, DQ_EX_CONFIG, "http_init", "%s %s: libcurl: %s",
+			    m, shown, load_error);
+		else
+			dq_err_system(err, DQ_EX_TEMPFAIL, "http_init", "%s %s: libcurl could not start: %s",
+			    m, shown, C.easy_strerror(init_rc ? init_rc : CURLE_OUT_OF_MEMORY));
 		return -1;
 	}
 	dq_retry_init(&r, req->deadline_ms);

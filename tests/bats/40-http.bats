@@ -313,7 +313,8 @@ retry_log() {
 		-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
 	printf '%s\n' '{"answers":[{"status":200,"body":"over tls"}]}' >"$d/script.json"
 	fake_start tls --script "$d/script.json" --tls-cert "$d/cert.pem" --tls-key "$d/key.pem"
-	local url="https://127.0.0.1:$(fake_port tls)/"
+	local url
+	url="https://127.0.0.1:$(fake_port tls)/"
 	run --separate-stderr "$HT" "$url"
 	assert_failure 78
 	assert_equal "$(jq -c '[.error.code, .attempts]' <<<"$output")" '["tls",1]'
@@ -410,4 +411,23 @@ analyze_one() {
 		'https://acct.blob.core.windows.net/?sv=REDACTED&sig=REDACTED'
 	assert_equal "$(jq -r '.analyzer.endpoint' <<<"$output")" \
 		'https://res.openai.azure.com/?api-key=REDACTED&api-version=1'
+}
+
+@test "libcurl is loaded by the first request only: never on the local path, --version or -h" {
+	local p
+	for p in dq-put dq-enqueue dq-dequeue dq-analyze dq-ingest; do
+		run --separate-stderr ldd "$DQ_BUILD/bin/$p"
+		refute_output --partial libcurl
+	done
+	run --separate-stderr env LD_DEBUG=files dq-put --sku WK-KN-200 --facility yangjiang "$FIXTURES/a.jpg"
+	assert_success
+	[[ "$stderr" != *libcurl* ]] || fail "dq-put loaded libcurl"
+	run --separate-stderr env LD_DEBUG=files dq-analyze --version
+	assert_success
+	[[ "$stderr" != *libcurl* ]] || fail "dq-analyze --version loaded libcurl"
+	# the first request does
+	fake_script f '{"answers":[{"status":200}]}'
+	run --separate-stderr env LD_DEBUG=files "$HT" "$(fake_url f)"
+	assert_success
+	[[ "$stderr" == *file=libcurl* ]] || fail "no libcurl loaded for a request"
 }
