@@ -28,7 +28,7 @@ trap 'exit 130' INT TERM
 
 # shellcheck source=bench/base.sh
 . "$top/bench/base.sh"
-basebin= rev=
+basebin='' rev=''
 base_build
 newbin=$top/bin
 
