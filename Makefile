@@ -23,7 +23,9 @@ override CFLAGS += -std=c11 -D_GNU_SOURCE -pthread \
 	-Wall -Wextra -Wshadow -Wformat=2 -Wpointer-arith -Wcast-qual \
 	-Wstrict-prototypes -Wmissing-prototypes -Wvla -Wno-unused-parameter \
 	-Ilib $(PKG_CFLAGS)
-LDLIBS = $(PKG_LIBS) -lfcgi -lm -pthread
+# --as-needed: a program links only the libraries it calls (said here, as a
+# sanitizer build would link them all): the local path loads no libssl.
+LDLIBS = -Wl,--as-needed $(PKG_LIBS) -lfcgi -lm -pthread
 
 PROGS = dq-put dq-enqueue dq-dequeue dq-analyze dq-ingest
 SCRIPTS = dq-worker
