@@ -159,6 +159,41 @@ retry_log() {
 		"$(printf 'unauthorized\t401\tfake-1')"
 }
 
+@test "a 401 to a signed request drops the credential and sends it once more, never in a loop" {
+	fake_script f '{"answers":[{"status":401},{"status":200}]}'
+	run --separate-stderr "$HT" --sign "$(fake_url f)"
+	assert_success
+	assert_equal "$(fake_stats f '[.log[].headers.Authorization]')" '["Bearer token-1","Bearer token-2"]'
+	fake_script g '{"answers":[{"status":401}]}'
+	run --separate-stderr "$HT" --sign "$(fake_url g)"
+	assert_failure 78
+	assert_equal "$(jq -c '[.error.code, .attempts]' <<<"$output")" '["unauthorized",2]'
+	assert_equal "$(fake_stats g .requests)" 2
+	refute_output --partial token-
+	[[ "$stderr" != *token-* ]] || fail "a token in the log: $stderr"
+}
+
+@test "a signed request is signed anew for every retry" {
+	fake_script f '{"answers":[{"status":503,"times":2},{"status":200}]}'
+	run --separate-stderr "$HT" --sign "$(fake_url f)"
+	assert_success
+	assert_equal "$(fake_stats f '[.log[].headers["x-test-signed"]]')" '["1","2","3"]'
+}
+
+@test "the fake takes a script at run time and counts only what is not its control" {
+	fake_start f
+	run --separate-stderr "$HT" -X POST -H 'Content-Type: application/json' \
+		-d '{"answers":[{"status":418}]}' "$(fake_url f /_fake/script)"
+	assert_success
+	assert_equal "$(jq .status <<<"$output")" 204
+	run --separate-stderr "$HT" "$(fake_url f /x)"
+	assert_failure 65
+	assert_equal "$(jq .error.http_status <<<"$output")" 418
+	run --separate-stderr "$HT" "$(fake_url f /_fake/stats)"
+	assert_success
+	assert_equal "$(fake_stats f '[.requests, .connections, .log[0].path]')" '[1,1,"/x"]'
+}
+
 @test "a 403 is not retried either" {
 	fake_script f '{"answers":[{"status":403}]}'
 	run --separate-stderr "$HT" "$(fake_url f)"

@@ -8,10 +8,42 @@
 
 static const char synopsis[] =
     "usage: http-test [-n THREADS] [-m REQUESTS] [-X METHOD] [-H 'Name: value']... [-d BODY]\n"
-    "           [--upload FILE] [--download FILE] [--deadline-ms MS] [--credentials] URL\n"
+    "           [--upload FILE] [--download FILE] [--deadline-ms MS] [--credentials] [--sign] URL\n"
     "       http-test --redact-url URL | --redact-text TEXT | --secret-header NAME\n";
 
 static struct dq_http_req req;
+
+/*
+ * --sign: a credential layer's stand-in.  Each attempt is signed with
+ * "Authorization: Bearer token-<generation>" and x-test-signed, the
+ * count of this thread's signatures; a 401 drops the token (the next
+ * generation is fetched), as the token cache does.
+ */
+static int generation = 1;
+static _Thread_local int signed_count;
+static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int
+sign(const struct dq_http_req *r, struct dq_http_hdrs *h, void *arg, struct dq_err *err)
+{
+	int g;
+
+	pthread_mutex_lock(&gen_lock);
+	g = generation;
+	pthread_mutex_unlock(&gen_lock);
+	dq_http_add(h, "Authorization", "Bearer token-%d", g);
+	dq_http_add(h, "x-test-signed", "%d", ++signed_count);	/* as x-ms-date changes */
+	return 0;
+}
+
+static int
+unauthorized(void *arg)
+{
+	pthread_mutex_lock(&gen_lock);
+	generation++;
+	pthread_mutex_unlock(&gen_lock);
+	return 1;
+}
 static const char *headers[64];
 static int threads = 1, per_thread = 1, status;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -73,6 +105,7 @@ main(int argc, char *argv[])
 		{ "download", required_argument, NULL, 'o' },
 		{ "deadline-ms", required_argument, NULL, 'D' },
 		{ "credentials", no_argument, NULL, 'c' },
+		{ "sign", no_argument, NULL, 'g' },
 		{ "redact-url", required_argument, NULL, 'R' },
 		{ "redact-text", required_argument, NULL, 'T' },
 		{ "secret-header", required_argument, NULL, 'S' },
@@ -109,6 +142,7 @@ main(int argc, char *argv[])
 			break;
 		case 'D': deadline_rel = atoll(optarg); break;
 		case 'c': req.credentials = 1; break;
+		case 'g': req.sign = sign; req.unauthorized = unauthorized; break;
 		case 'R': puts(dq_redact_url(optarg, buf, sizeof buf)); return 0;
 		case 'T': puts(s = dq_redact_text(optarg)); free(s); return 0;
 		case 'S': printf("%d\n", dq_redact_header_secret(optarg)); return 0;
