@@ -194,10 +194,10 @@ handle(void)
 	if (!easy) {
 		if (!(easy = C.easy_init()))
 			return NULL;
+		C.easy_setopt(easy, CURLOPT_SHARE, share);
 		pthread_setspecific(easy_key, easy);
-	}
-	C.easy_reset(easy);	/* keeps its connections and the share */
-	C.easy_setopt(easy, CURLOPT_SHARE, share);
+	} else
+		C.easy_reset(easy);	/* keeps its connections and the share */
 	return easy;
 }
 
@@ -219,7 +219,6 @@ struct attempt {
 	size_t max_body;
 	long status;		/* from the last status line */
 	int too_large, write_failed;
-	off_t down_off, up_off;
 };
 
 static size_t
@@ -424,34 +423,65 @@ curl_failure(CURLcode rc, const struct attempt *a, const char *m, const char *sh
 	return transient(rc) || rc == CURLE_WRITE_ERROR ? AGAIN : FAILED;
 }
 
+/*
+ * The start of an error body for a message: redacted, one line of
+ * printable ASCII (a log line stays one line and valid UTF-8), at most
+ * 200 bytes and "..." when cut.
+ */
+static void
+detail_of(const struct dq_http_resp *resp, char *out, size_t n)
+{
+	char *body = resp->body ? dq_redact_text((const char *)resp->body) : NULL;
+	size_t at = 0, max = n > 205 ? 200 : n - 5;
+	const char *p = body;
+
+	out[0] = '\0';
+	if (!body)
+		return;
+	out[at++] = ' ';
+	for (; *p && at < max; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c == '\n' || c == '\r' || c == '\t')
+			c = ' ';
+		else if (c < 0x20 || c >= 0x7f)
+			c = '?';
+		if (c == ' ' && out[at - 1] == ' ')
+			continue;
+		out[at++] = (char)c;
+	}
+	if (*p)
+		out[at++] = '.', out[at++] = '.', out[at++] = '.';
+	out[at] = '\0';
+	if (at == 1)
+		out[0] = '\0';
+	free(body);
+}
+
 /* What an answer's status is: DONE for the caller, else err. */
 static enum outcome
 status_failure(const struct dq_http_req *req, struct dq_http_resp *resp, const char *m,
     const char *shown, struct dq_err *err)
 {
 	long st = resp->status;
-	char *body = resp->body ? dq_redact_text((const char *)resp->body) : NULL;
-	const char *detail = body ? body : "", *sp = *detail ? " " : "";
-	int cut = body && strlen(body) > 200;
+	char detail[208];
 	enum outcome out = FAILED;
+
+	detail_of(resp, detail, sizeof detail);
 
 	if (returned(req, st))
 		out = DONE;
 	else if (retried(req, st)) {
-		dq_err_system(err, DQ_EX_TEMPFAIL, "unavailable", "%s %s: %ld%s%.200s%s", m, shown,
-		    st, sp, detail, cut ? "..." : "");
+		dq_err_system(err, DQ_EX_TEMPFAIL, "unavailable", "%s %s: %ld%s", m, shown, st, detail);
 		out = AGAIN;
 	} else if (st == 401 || st == 403)
 		dq_err_system(err, DQ_EX_CONFIG, st == 401 ? "unauthorized" : "forbidden",
-		    "%s %s: %ld (check the credentials and the identity's role)%s%.200s%s", m,
-		    shown, st, sp, detail, cut ? "..." : "");
+		    "%s %s: %ld (check the credentials and the identity's role)%s", m, shown, st,
+		    detail);
 	else if (st >= 400 && st < 500)
-		dq_err_record(err, "http_4xx", "%s %s: %ld%s%.200s%s", m, shown, st, sp, detail,
-		    cut ? "..." : "");
+		dq_err_record(err, "http_4xx", "%s %s: %ld%s", m, shown, st, detail);
 	else
-		dq_err_system(err, DQ_EX_UNAVAILABLE, "http_5xx", "%s %s: %ld%s%.200s%s", m, shown,
-		    st, sp, detail, cut ? "..." : "");
-	free(body);
+		dq_err_system(err, DQ_EX_UNAVAILABLE, "http_5xx", "%s %s: %ld%s", m, shown, st, detail);
 	if (out != DONE) {
 		err->http_status = (int)st;
 		snprintf(err->request_id, sizeof err->request_id, "%s", resp->request_id);

@@ -217,6 +217,14 @@ retry_log() {
 	assert_equal "$(fake_stats f400 .requests)" 1
 }
 
+@test "an error body in a message is one line of printable text, cut at 200 bytes" {
+	fake_script f "{\"answers\":[{\"status\":400,\"body\":\"first line\\nsecond \\u00e9t\\u00e9 $(printf 'x%.0s' $(seq 300))\"}]}"
+	run --separate-stderr "$HT" "$(fake_url f)"
+	assert_failure 65
+	assert_equal "$(jq -r .error.message <<<"$output" | sed 's/127\.0\.0\.1:[0-9]*/HOST/')" \
+		"GET http://HOST/: 400 first line second ??t?? $(printf 'x%.0s' $(seq 175))..."
+}
+
 @test "a dropped connection is retried" {
 	fake_script f '{"answers":[{"drop":true},{"status":200,"body":"ok"}]}'
 	run --separate-stderr "$HT" "$(fake_url f)"
