@@ -511,7 +511,8 @@ int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
  * - returned: statuses (0-terminated) the caller handles itself beyond
  *   the default ones (2xx, 3xx, 404, 409, 412); retried: statuses
  *   (0-terminated) retried beyond the default ones (408, 429, 500, 502,
- *   503, 504).
+ *   503, 504).  The caller's lists win over the defaults (IMDS's 404 is
+ *   retried, a probe's 503 returned); retried wins over returned.
  */
 struct dq_http_hdrs;
 struct dq_http_req {

@@ -285,27 +285,30 @@ on_read(char *buf, size_t size, size_t n, void *arg)
 	return got == 0 && ferror(a->req->upload) ? CURL_READFUNC_ABORT : got;
 }
 
-/* The statuses returned to the caller. */
 static int
-returned(const struct dq_http_req *req, long status)
+listed(const int *list, long status)
 {
-	if ((status >= 200 && status < 400) || status == 404 || status == 409 || status == 412)
-		return 1;
-	for (const int *s = req->returned; s && *s; s++)
+	for (const int *s = list; s && *s; s++)
 		if (*s == status)
 			return 1;
 	return 0;
 }
 
+/* The statuses returned to the caller: its own lists win over the defaults. */
+static int
+returned(const struct dq_http_req *req, long status)
+{
+	if (listed(req->retried, status))
+		return 0;
+	return listed(req->returned, status) || (status >= 200 && status < 400) ||
+	    status == 404 || status == 409 || status == 412;
+}
+
 static int
 retried(const struct dq_http_req *req, long status)
 {
-	if (dq_retry_status(status))
-		return 1;
-	for (const int *s = req->retried; s && *s; s++)
-		if (*s == status)
-			return 1;
-	return 0;
+	return listed(req->retried, status) ||
+	    (!listed(req->returned, status) && dq_retry_status(status));
 }
 
 /* curl errors that mean the connection failed and trying again may help. */

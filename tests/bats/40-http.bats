@@ -225,6 +225,18 @@ retry_log() {
 		"GET http://HOST/: 400 first line second ??t?? $(printf 'x%.0s' $(seq 175))..."
 }
 
+@test "a caller's own lists of statuses win over the defaults" {
+	export DQ_RETRY_BASE_MS=1 DQ_RETRY_ATTEMPTS=3
+	fake_script a '{"answers":[{"status":404}]}'
+	run --separate-stderr "$HT" --retry 404 "$(fake_url a)"
+	assert_failure 75
+	assert_equal "$(fake_stats a .requests)" 3
+	fake_script b '{"answers":[{"status":503}]}'
+	run --separate-stderr "$HT" --return 503 --return 400 "$(fake_url b)"
+	assert_success
+	assert_equal "$(jq -c '[.status, .attempts]' <<<"$output")" '[503,1]'
+}
+
 @test "a dropped connection is retried" {
 	fake_script f '{"answers":[{"drop":true},{"status":200,"body":"ok"}]}'
 	run --separate-stderr "$HT" "$(fake_url f)"

@@ -8,10 +8,12 @@
 
 static const char synopsis[] =
     "usage: http-test [-n THREADS] [-m REQUESTS] [-X METHOD] [-H 'Name: value']... [-d BODY]\n"
-    "           [--upload FILE] [--download FILE] [--deadline-ms MS] [--credentials] [--sign] URL\n"
+    "           [--upload FILE] [--download FILE] [--deadline-ms MS] [--credentials] [--sign]\n"
+    "           [--return STATUS]... [--retry STATUS]... URL\n"
     "       http-test --redact-url URL | --redact-text TEXT | --secret-header NAME\n";
 
 static struct dq_http_req req;
+static int returned_st[16], retried_st[16];
 
 /*
  * --sign: a credential layer's stand-in.  Each attempt is signed with
@@ -87,6 +89,17 @@ one(int t, int i, int64_t deadline_rel)
 
 static int64_t deadline_rel;
 
+/* --return ST, --retry ST: a status into a 0-terminated list. */
+static void
+add_status(int *list, const char *s)
+{
+	int i = 0;
+
+	while (list[i] && i < 14)
+		i++;
+	list[i] = atoi(s);
+}
+
 static void *
 run(void *arg)
 {
@@ -106,6 +119,8 @@ main(int argc, char *argv[])
 		{ "deadline-ms", required_argument, NULL, 'D' },
 		{ "credentials", no_argument, NULL, 'c' },
 		{ "sign", no_argument, NULL, 'g' },
+		{ "return", required_argument, NULL, 'r' },
+		{ "retry", required_argument, NULL, 't' },
 		{ "redact-url", required_argument, NULL, 'R' },
 		{ "redact-text", required_argument, NULL, 'T' },
 		{ "secret-header", required_argument, NULL, 'S' },
@@ -143,6 +158,8 @@ main(int argc, char *argv[])
 		case 'D': deadline_rel = atoll(optarg); break;
 		case 'c': req.credentials = 1; break;
 		case 'g': req.sign = sign; req.unauthorized = unauthorized; break;
+		case 'r': add_status(returned_st, optarg); req.returned = returned_st; break;
+		case 't': add_status(retried_st, optarg); req.retried = retried_st; break;
 		case 'R': puts(dq_redact_url(optarg, buf, sizeof buf)); return 0;
 		case 'T': puts(s = dq_redact_text(optarg)); free(s); return 0;
 		case 'S': printf("%d\n", dq_redact_header_secret(optarg)); return 0;
