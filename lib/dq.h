@@ -500,6 +500,8 @@ int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
  *   connection unless the host is loopback (127.0.0.0/8, ::1,
  *   localhost).  The layer also treats as credentials what redact.c
  *   knows to be secret (an Authorization or key header, a sig= query).
+ * - no_proxy: never through a proxy, whatever HTTPS_PROXY says (the VM
+ *   metadata endpoint, link-local; added by the credential layer).
  * - sign (NULL: none): called before every attempt, the first and each
  *   retry, to add the headers that change per attempt (x-ms-date, a
  *   Shared Key signature, a token) with dq_http_add(); sign_arg is its
@@ -527,6 +529,7 @@ struct dq_http_req {
 	FILE *download;
 	int64_t connect_timeout_ms, timeout_ms, deadline_ms;
 	int credentials;
+	int no_proxy;				/* never through a proxy (IMDS: link-local) */
 	int (*sign)(const struct dq_http_req *, struct dq_http_hdrs *, void *sign_arg,
 	    struct dq_err *);
 	int (*unauthorized)(void *sign_arg);

@@ -557,8 +557,8 @@ attempt(CURL *h, const struct dq_http_req *req, struct dq_http_resp *resp,
 	C.easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	C.easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	C.easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-	if (!https)
-		C.easy_setopt(h, CURLOPT_PROXY, "");	/* no proxy for plain http */
+	if (!https || req->no_proxy)
+		C.easy_setopt(h, CURLOPT_PROXY, "");	/* none for plain http, nor when asked */
 	if (dq_cfg.ca_file && *dq_cfg.ca_file) {
 		if (openssl_backend)
 			C.easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, add_ca);

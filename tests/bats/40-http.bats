@@ -361,13 +361,38 @@ retry_log() {
 	assert_equal "$(fake_stats proxy .requests)" 0
 }
 
-@test "TLS is verified; DQ_CA_FILE adds a CA to the trust store" {
+# tls_fake NAME: fake NAME over https with a new self-signed certificate for
+# 127.0.0.1 in $BATS_TEST_TMPDIR/tls (cert.pem, key.pem), answering 200.
+tls_fake() {
 	local d=$BATS_TEST_TMPDIR/tls
 	mkdir -p "$d"
-	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/key.pem" -out "$d/cert.pem" -days 1 \
-		-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+	[ -f "$d/cert.pem" ] || openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/key.pem" \
+		-out "$d/cert.pem" -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null ||
+		fail "openssl could not make a certificate"
 	printf '%s\n' '{"answers":[{"status":200,"body":"over tls"}]}' >"$d/script.json"
-	fake_start tls --script "$d/script.json" --tls-cert "$d/cert.pem" --tls-key "$d/key.pem"
+	fake_start "$1" --script "$d/script.json" --tls-cert "$d/cert.pem" --tls-key "$d/key.pem"
+}
+
+@test "https goes through HTTPS_PROXY as libcurl reads it, unless the request says no_proxy" {
+	export DQ_RETRY_ATTEMPTS=1
+	tls_fake target
+	fake_script proxy '{"answers":[{"status":403,"body":"no tunnel"}]}'
+	local url
+	url="https://127.0.0.1:$(fake_port target)/"
+	HTTPS_PROXY=$(fake_url proxy) DQ_CA_FILE=$BATS_TEST_TMPDIR/tls/cert.pem run --separate-stderr "$HT" "$url"
+	assert_failure 75
+	assert_equal "$(fake_stats proxy '[.requests, .log[0].method, .log[0].path]')" \
+		"[1,\"CONNECT\",\"127.0.0.1:$(fake_port target)\"]"
+	assert_equal "$(fake_stats target .requests)" 0
+	HTTPS_PROXY=$(fake_url proxy) DQ_CA_FILE=$BATS_TEST_TMPDIR/tls/cert.pem run --separate-stderr "$HT" --no-proxy "$url"
+	assert_success
+	assert_equal "$(fake_stats proxy .requests)" 1
+	assert_equal "$(fake_stats target .requests)" 1
+}
+
+@test "TLS is verified; DQ_CA_FILE adds a CA to the trust store" {
+	local d=$BATS_TEST_TMPDIR/tls
+	tls_fake tls
 	local url
 	url="https://127.0.0.1:$(fake_port tls)/"
 	run --separate-stderr "$HT" "$url"

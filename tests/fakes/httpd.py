@@ -183,7 +183,10 @@ class Handler(BaseHTTPRequestHandler):
         n, answer = self.count(body)
         self.answer(n, answer, body)
 
+    # CONNECT too: as a proxy it counts the tunnels asked for (and answers
+    # from the script: a 2xx is not a tunnel, so answer an error)
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = do_OPTIONS = handle_any
+    do_CONNECT = handle_any
 
 
 def serve(handler=Handler, argv=None):

@@ -9,7 +9,7 @@
 static const char synopsis[] =
     "usage: http-test [-n THREADS] [-m REQUESTS] [-X METHOD] [-H 'Name: value']... [-d BODY]\n"
     "           [--upload FILE] [--download FILE] [--deadline-ms MS] [--credentials] [--sign]\n"
-    "           [--return STATUS]... [--retry STATUS]... URL\n"
+    "           [--no-proxy] [--return STATUS]... [--retry STATUS]... URL\n"
     "       http-test --redact-url URL | --redact-text TEXT | --secret-header NAME\n";
 
 static struct dq_http_req req;
@@ -119,6 +119,7 @@ main(int argc, char *argv[])
 		{ "deadline-ms", required_argument, NULL, 'D' },
 		{ "credentials", no_argument, NULL, 'c' },
 		{ "sign", no_argument, NULL, 'g' },
+		{ "no-proxy", no_argument, NULL, 'N' },
 		{ "return", required_argument, NULL, 'r' },
 		{ "retry", required_argument, NULL, 't' },
 		{ "redact-url", required_argument, NULL, 'R' },
@@ -158,6 +159,7 @@ main(int argc, char *argv[])
 		case 'D': deadline_rel = atoll(optarg); break;
 		case 'c': req.credentials = 1; break;
 		case 'g': req.sign = sign; req.unauthorized = unauthorized; break;
+		case 'N': req.no_proxy = 1; break;
 		case 'r': add_status(returned_st, optarg); req.returned = returned_st; break;
 		case 't': add_status(retried_st, optarg); req.retried = retried_st; break;
 		case 'R': puts(dq_redact_url(optarg, buf, sizeof buf)); return 0;
