@@ -464,6 +464,19 @@ analyze_one() {
 	refute_line --partial analyze_retry <<<"$(log_events "$stderr")"
 }
 
+@test "a SAS in a model's URL reaches neither the record nor the log" {
+	analyze_one
+	export DQ_RETRY_BASE_MS=1 DQ_RETRY_ATTEMPTS=2 LOG_LEVEL=DEBUG
+	fake_script model '{"answers":[{"status":503,"body":"try again, sig=S3CRET-sig"}]}'
+	DQ_TEST_ANALYZE_URL=$(fake_url model '/chat?sv=1&sig=S3CRET-sig') run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/m"
+	assert_failure 75
+	assert_equal "$(jq -r .error.code <<<"$output")" test_model_unavailable
+	assert_output --partial 'sig=REDACTED'
+	refute_output --partial S3CRET
+	[[ "$stderr" != *S3CRET* ]] || fail "a secret in the log: $stderr"
+	[[ "$stderr" == *sig=REDACTED* ]] || fail "the log does not say which URL: $stderr"
+}
+
 @test "dq-analyze still retries a transient failure nobody retried, by the same policy" {
 	analyze_one
 	export DQ_RETRY_BASE_MS=1 DQ_RETRY_ATTEMPTS=3
