@@ -103,14 +103,16 @@ check-asan:
 	$(MAKE) check-run B=build/asan CFLAGS="-O1 -g $(SAN)" LDFLAGS="$(SAN)"
 
 # ThreadSanitizer over the suites whose programs run threads (dq-analyze -j
-# and its lease keeper, and the worker that drives them); a race it reports
+# and its lease keeper, the worker that drives them, and the HTTP layer's
+# shared pool under http-test -n); a race it reports
 # fails the program with 86.  Threads left unjoined are not reported: a
 # system error ends dq-analyze at once from the thread that met it, by
 # design.  26-analyze-threads also makes its own TSan dq-analyze in every run.
 TSAN = -fsanitize=thread
-TSAN_SUITES = tests/bats/21-analyze.bats tests/bats/22-worker.bats tests/bats/26-analyze-threads.bats
+TSAN_SUITES = tests/bats/21-analyze.bats tests/bats/22-worker.bats tests/bats/26-analyze-threads.bats \
+	tests/bats/40-http.bats
 check-tsan:
-	$(MAKE) all B=build/tsan CFLAGS="-O1 -g $(TSAN)" LDFLAGS="$(TSAN)"
+	$(MAKE) all build/tsan/tests/unit/http-test B=build/tsan CFLAGS="-O1 -g $(TSAN)" LDFLAGS="$(TSAN)"
 	DQ_TOP="$(CURDIR)" DQ_BUILD="$(CURDIR)/build/tsan" DQ_TSAN_BUILD="$(CURDIR)/build/tsan" \
 		TSAN_OPTIONS="exitcode=86 report_thread_leaks=0" $(BATS) $(BATS_JOBS) $(TSAN_SUITES)
 
