@@ -467,9 +467,11 @@ int dq_annotate_write(const char *path, const unsigned char *data, size_t len,
 
 /*
  * lib/http/: the one HTTP layer (DESIGN §1, §6), over libcurl: http.c
- * (connections, TLS, timeouts, the request), answer.c (reading the
- * answer), retry.c (the one retry policy), redact.c (what never reaches
- * a log, a record or an error).  Only http.c calls libcurl.
+ * (TLS, timeouts, the request), curl.c (libcurl loaded at the first
+ * request, the pool of connections; private header http/http.h),
+ * answer.c (reading the answer), retry.c (the one retry policy),
+ * redact.c (what never reaches a log, a record or an error).  Only
+ * http.c and curl.c call libcurl.
  * Backends and the credential layer call these; nothing else in dq
  * calls libcurl.  libcurl is initialised by the first request, never
  * before: a program that makes none costs what it cost without it.

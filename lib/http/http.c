@@ -1,8 +1,8 @@
 /*
  * http.c - the request, over libcurl (DESIGN §6).
  *
- * libcurl is loaded and initialised by the first request (dlopen under
- * pthread_once, below), never at start: a program that makes none - the
+ * libcurl is loaded and initialised by the first request (curl.c: dlopen
+ * under pthread_once), never at start: a program that makes none - the
  * local backends, --version, -h, a refused CGI request - pays nothing
  * for it.  All threads share one
  * pool of connections, TLS sessions and DNS answers (a share handle
@@ -22,20 +22,17 @@
  * anyway) can redirect it.  The retries are retry.c's policy; what is
  * logged passes through redact.c.
  */
-#include <dlfcn.h>
 #include <errno.h>
-#include <pthread.h>
-#include <stddef.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
-#include <curl/curl.h>
-#include <openssl/ssl.h>
-#include <openssl/x509.h>
 
 #include "dq.h"
+#include "http/http.h"
+
+#define C dq_curl	/* libcurl's functions, as curl.c loaded them */
 
 #define MAX_BODY_DEFAULT (16u * 1024 * 1024)
 #define MAX_HEADERS 256
@@ -45,171 +42,6 @@ struct dq_http_hdrs {
 	struct curl_slist *list;
 	int oom;
 };
-
-/* ---- libcurl, loaded by the first request ---- */
-
-#ifndef DQ_LIBCURL
-#define DQ_LIBCURL "libcurl.so.4"
-#endif
-
-/*
- * libcurl is loaded with dlopen, not linked: linked, its load alone
- * (libcurl and the libraries it needs: nghttp2, libssh2, LDAP, GSSAPI...)
- * costs every program that has a network backend some 4 ms of CPU at each
- * start, before main, whether it makes a request or not - more than half
- * of what dq-ingest costs to refuse a request.  Loaded by the first
- * request, it costs only the programs that make one, once.  OpenSSL's two
- * functions for DQ_CA_FILE come through the same handle (libcurl's
- * libssl), NULL when libcurl has another TLS library.
- */
-static struct {
-	CURLcode (*global_init)(long);
-	CURLSH *(*share_init)(void);
-	CURLSHcode (*share_setopt)(CURLSH *, CURLSHoption, ...);
-	CURL *(*easy_init)(void);
-	void (*easy_cleanup)(CURL *);
-	void (*easy_reset)(CURL *);
-	CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
-	CURLcode (*easy_perform)(CURL *);
-	CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
-	const char *(*easy_strerror)(CURLcode);
-	struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
-	void (*slist_free_all)(struct curl_slist *);
-	curl_version_info_data *(*version_info)(CURLversion);
-	X509_STORE *(*ctx_cert_store)(const SSL_CTX *);
-	int (*store_load_file)(X509_STORE *, const char *);
-} C;
-
-static const struct {
-	const char *name;
-	size_t off;
-	int optional;
-} syms[] = {
-#define SYM(f, name) { name, offsetof(__typeof__(C), f), 0 }
-	SYM(global_init, "curl_global_init"),
-	SYM(share_init, "curl_share_init"),
-	SYM(share_setopt, "curl_share_setopt"),
-	SYM(easy_init, "curl_easy_init"),
-	SYM(easy_cleanup, "curl_easy_cleanup"),
-	SYM(easy_reset, "curl_easy_reset"),
-	SYM(easy_setopt, "curl_easy_setopt"),
-	SYM(easy_perform, "curl_easy_perform"),
-	SYM(easy_getinfo, "curl_easy_getinfo"),
-	SYM(easy_strerror, "curl_easy_strerror"),
-	SYM(slist_append, "curl_slist_append"),
-	SYM(slist_free_all, "curl_slist_free_all"),
-	SYM(version_info, "curl_version_info"),
-#undef SYM
-	{ "SSL_CTX_get_cert_store", offsetof(__typeof__(C), ctx_cert_store), 1 },
-	{ "X509_STORE_load_file", offsetof(__typeof__(C), store_load_file), 1 },
-};
-
-static char load_error[256];
-
-/* 0 with C filled, or -1 with load_error. */
-static int
-load(void)
-{
-	void *lib = dlopen(DQ_LIBCURL, RTLD_NOW | RTLD_LOCAL);
-
-	if (!lib) {
-		snprintf(load_error, sizeof load_error, "%s", dlerror());
-		return -1;
-	}
-	for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
-		void *f = dlsym(lib, syms[i].name);
-
-		if (!f && !syms[i].optional) {
-			snprintf(load_error, sizeof load_error, "%s: no %s", DQ_LIBCURL, syms[i].name);
-			return -1;
-		}
-		memcpy((char *)&C + syms[i].off, &f, sizeof f);
-	}
-	return 0;
-}
-
-/* ---- the process's pool, made by the first request ---- */
-
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-static CURLcode init_rc;
-static CURLSH *share;
-static pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
-static pthread_key_t easy_key;
-static int openssl_backend;	/* DQ_CA_FILE can be added, not only substituted */
-static _Thread_local CURL *easy;
-
-static void
-lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
-{
-	pthread_mutex_lock(&share_lock[data]);
-}
-
-static void
-unlock(CURL *h, curl_lock_data data, void *arg)
-{
-	pthread_mutex_unlock(&share_lock[data]);
-}
-
-static void
-easy_free(void *h)
-{
-	C.easy_cleanup(h);
-}
-
-static void
-init(void)
-{
-	const curl_version_info_data *v;
-
-	if (load() < 0) {
-		init_rc = CURLE_FAILED_INIT;
-		return;
-	}
-	if ((init_rc = C.global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK)
-		return;
-	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
-		pthread_mutex_init(&share_lock[i], NULL);
-	if (!(share = C.share_init()) ||
-	    C.share_setopt(share, CURLSHOPT_LOCKFUNC, lock) ||
-	    C.share_setopt(share, CURLSHOPT_UNLOCKFUNC, unlock) ||
-	    C.share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) ||
-	    C.share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) ||
-	    C.share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) ||
-	    pthread_key_create(&easy_key, easy_free) != 0) {
-		init_rc = CURLE_FAILED_INIT;
-		return;
-	}
-	v = C.version_info(CURLVERSION_NOW);
-	openssl_backend = v->ssl_version && strncmp(v->ssl_version, "OpenSSL", 7) == 0 &&
-	    C.ctx_cert_store && C.store_load_file;
-}
-
-/* This thread's handle, over the shared pool; NULL when libcurl failed. */
-static CURL *
-handle(void)
-{
-	pthread_once(&once, init);
-	if (init_rc != CURLE_OK)
-		return NULL;
-	if (!easy) {
-		if (!(easy = C.easy_init()))
-			return NULL;
-		C.easy_setopt(easy, CURLOPT_SHARE, share);
-		pthread_setspecific(easy_key, easy);
-	} else
-		C.easy_reset(easy);	/* keeps its connections and the share */
-	return easy;
-}
-
-/* DQ_CA_FILE added to the trust store OpenSSL already has. */
-static CURLcode
-add_ca(CURL *h, void *ssl_ctx, void *arg)
-{
-	X509_STORE *store = C.ctx_cert_store(ssl_ctx);
-
-	return store && C.store_load_file(store, dq_cfg.ca_file) == 1 ?
-	    CURLE_OK : CURLE_SSL_CACERT_BADFILE;
-}
 
 /* ---- one attempt ---- */
 
@@ -559,12 +391,7 @@ attempt(CURL *h, const struct dq_http_req *req, struct dq_http_resp *resp,
 	C.easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	if (!https || req->no_proxy)
 		C.easy_setopt(h, CURLOPT_PROXY, "");	/* none for plain http, nor when asked */
-	if (dq_cfg.ca_file && *dq_cfg.ca_file) {
-		if (openssl_backend)
-			C.easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, add_ca);
-		else
-			C.easy_setopt(h, CURLOPT_CAINFO, dq_cfg.ca_file);
-	}
+	dq_curl_ca(h);
 	body = req->body || req->upload || strcmp(m, "PUT") == 0 || strcmp(m, "POST") == 0 ||
 	    strcmp(m, "PATCH") == 0 || strcmp(m, "DELETE") == 0;
 	if (strcmp(m, "HEAD") == 0)
@@ -681,7 +508,7 @@ dq_http_do(const struct dq_http_req *req, struct dq_http_resp *resp, struct dq_e
 {
 	struct dq_retry r;
 	struct files f = { 0, 0 };
-	char shown[1024], host[256];
+	char shown[1024], host[256], what[1100];
 	const char *m = method_of(req);
 	int https, reauthed = 0;
 	CURL *h;
@@ -707,15 +534,9 @@ dq_http_do(const struct dq_http_req *req, struct dq_http_resp *resp, struct dq_e
 		    shown, strerror(errno));
 		return -1;
 	}
-	if (!(h = handle())) {
-		if (load_error[0])
-			dq_err_system(err, DQ_EX_CONFIG, "http_init", "%s %s: libcurl: %s",
-			    m, shown, load_error);
-		else
-			dq_err_system(err, DQ_EX_TEMPFAIL, "http_init", "%s %s: libcurl could not start: %s",
-			    m, shown, C.easy_strerror(init_rc ? init_rc : CURLE_OUT_OF_MEMORY));
+	snprintf(what, sizeof what, "%s %s", m, shown);
+	if (!(h = dq_curl_handle(what, err)))
 		return -1;
-	}
 	dq_retry_init(&r, req->deadline_ms);
 	for (;;) {
 		int64_t timeout = req->timeout_ms > 0 ? req->timeout_ms : (int64_t)dq_cfg.http_timeout_ms;
