@@ -398,9 +398,11 @@ tls_fake() {
 	run --separate-stderr "$HT" "$url"
 	assert_failure 78
 	assert_equal "$(jq -c '[.error.code, .attempts]' <<<"$output")" '["tls",1]'
-	DQ_CA_FILE=$d/cert.pem run --separate-stderr "$HT" "$url"
+	DQ_CA_FILE=$d/cert.pem run --separate-stderr "$HT" -m 5 "$url"
 	assert_success
-	assert_equal "$(jq .status <<<"$output")" 200
+	assert_equal "$(jq -s -c '[.[].status]' <<<"$output")" '[200,200,200,200,200]'
+	# one handshake for the five, the connection kept (the refused one made no request)
+	assert_equal "$(fake_stats tls '[.requests, .connections]')" '[5,1]'
 	# added, not substituted: the system's CAs stay (a bundle that is no CA at all is refused)
 	DQ_CA_FILE=$d/key.pem run --separate-stderr "$HT" "$url"
 	assert_failure 78
