@@ -216,7 +216,9 @@ static enum outcome
 curl_failure(CURLcode rc, const struct attempt *a, const char *m, const char *shown,
     const char *ebuf, struct dq_err *err)
 {
-	const char *why = *ebuf ? ebuf : C.easy_strerror(rc);
+	/* libcurl's words name hosts, not queries; redacted all the same */
+	char *why = dq_redact_text(*ebuf ? ebuf : C.easy_strerror(rc));
+	enum outcome out = FAILED;
 
 	switch (rc) {
 	case CURLE_PEER_FAILED_VERIFICATION:
@@ -225,37 +227,40 @@ curl_failure(CURLcode rc, const struct attempt *a, const char *m, const char *sh
 	case CURLE_SSL_ISSUER_ERROR:
 		dq_err_system(err, DQ_EX_CONFIG, "tls", "%s %s: TLS: %s%s", m, shown, why,
 		    rc == CURLE_SSL_CACERT_BADFILE && dq_cfg.ca_file ? " (DQ_CA_FILE)" : "");
-		return FAILED;
+		goto out;
 	case CURLE_UNSUPPORTED_PROTOCOL:
 	case CURLE_URL_MALFORMAT:
 		dq_err_system(err, DQ_EX_CONFIG, "bad_url", "%s %s: %s", m, shown, why);
-		return FAILED;
+		goto out;
 	case CURLE_WRITE_ERROR:
 		if (a->too_large) {
 			dq_err_record(err, "too_large", "%s %s: the answer is over %zu bytes",
 			    m, shown, a->max_body);
-			return FAILED;
+			goto out;
 		}
 		if (a->write_failed) {
 			dq_err_system(err, dq_errno_status(a->write_failed, NULL), "io_error",
 			    "%s %s: writing the answer: %s", m, shown, strerror(a->write_failed));
-			return FAILED;
+			goto out;
 		}
 		break;
 	case CURLE_READ_ERROR:
 	case CURLE_ABORTED_BY_CALLBACK:
 		dq_err_system(err, DQ_EX_IOERR, "io_error", "%s %s: reading the body to send: %s",
 		    m, shown, why);
-		return FAILED;
+		goto out;
 	case CURLE_OUT_OF_MEMORY:
 		dq_err_system(err, DQ_EX_TEMPFAIL, "no_memory", "%s %s: %s", m, shown, why);
-		return FAILED;
+		goto out;
 	default:
 		break;
 	}
 	dq_err_system(err, DQ_EX_TEMPFAIL,
 	    rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "connect_failed", "%s %s: %s", m, shown, why);
-	return transient(rc) || rc == CURLE_WRITE_ERROR ? AGAIN : FAILED;
+	out = transient(rc) || rc == CURLE_WRITE_ERROR ? AGAIN : FAILED;
+out:
+	free(why);
+	return out;
 }
 
 /*

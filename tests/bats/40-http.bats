@@ -238,6 +238,16 @@ retry_log() {
 	assert_equal "$(jq -c '[.status, .attempts]' <<<"$output")" '[503,1]'
 }
 
+@test "an answer over max_body is the record's error, not retried" {
+	fake_script f '{"answers":[{"status":200,"body":"0123456789abcdefghij"}]}'
+	run --separate-stderr "$HT" --max-body 10 "$(fake_url f)"
+	assert_failure 65
+	assert_equal "$(jq -c '[.error.code, .error.scope, .attempts]' <<<"$output")" '["too_large","record",1]'
+	run --separate-stderr "$HT" --max-body 20 "$(fake_url f)"
+	assert_success
+	assert_equal "$(jq .body_len <<<"$output")" 20
+}
+
 @test "a dropped connection is retried" {
 	fake_script f '{"answers":[{"drop":true},{"status":200,"body":"ok"}]}'
 	run --separate-stderr "$HT" "$(fake_url f)"

@@ -9,7 +9,7 @@
 static const char synopsis[] =
     "usage: http-test [-n THREADS] [-m REQUESTS] [-X METHOD] [-H 'Name: value']... [-d BODY]\n"
     "           [--upload FILE] [--download FILE] [--deadline-ms MS] [--credentials] [--sign]\n"
-    "           [--no-proxy] [--return STATUS]... [--retry STATUS]... URL\n"
+    "           [--no-proxy] [--max-body BYTES] [--return STATUS]... [--retry STATUS]... URL\n"
     "       http-test --redact-url URL | --redact-text TEXT | --secret-header NAME\n";
 
 static struct dq_http_req req;
@@ -120,6 +120,7 @@ main(int argc, char *argv[])
 		{ "credentials", no_argument, NULL, 'c' },
 		{ "sign", no_argument, NULL, 'g' },
 		{ "no-proxy", no_argument, NULL, 'N' },
+		{ "max-body", required_argument, NULL, 'M' },
 		{ "return", required_argument, NULL, 'r' },
 		{ "retry", required_argument, NULL, 't' },
 		{ "redact-url", required_argument, NULL, 'R' },
@@ -160,6 +161,7 @@ main(int argc, char *argv[])
 		case 'c': req.credentials = 1; break;
 		case 'g': req.sign = sign; req.unauthorized = unauthorized; break;
 		case 'N': req.no_proxy = 1; break;
+		case 'M': req.max_body = (size_t)atol(optarg); break;
 		case 'r': add_status(returned_st, optarg); req.returned = returned_st; break;
 		case 't': add_status(retried_st, optarg); req.retried = retried_st; break;
 		case 'R': puts(dq_redact_url(optarg, buf, sizeof buf)); return 0;
