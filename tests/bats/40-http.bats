@@ -324,10 +324,12 @@ retry_log() {
 	assert_success
 	run --separate-stderr "$HT" -X DELETE "$(fake_url f)"
 	assert_success
+	run --separate-stderr "$HT" -X PUT "$(fake_url f)"
+	assert_success
 	# no Expect: 100-continue, and no content type but the caller's (libcurl
 	# would add a form's to a body: a Shared Key signature must see what is sent)
 	assert_equal "$(fake_stats f '[.log[] | [.method, .body_len, .headers["Content-Length"], .headers.Expect, .headers["Content-Type"]]]')" \
-		'[["POST",7,"7",null,"application/json"],["DELETE",0,"0",null,null]]'
+		'[["POST",7,"7",null,"application/json"],["DELETE",0,"0",null,null],["PUT",0,"0",null,null]]'
 }
 
 @test "credentials over plain http to a non-loopback host are refused before any connection" {
