@@ -566,7 +566,11 @@ struct dq_http_resp {
  *   ("unavailable", "timeout", "connect_failed"), with budget_spent set:
  *   the caller must not retry it again (DESIGN §6: one retry loop);
  * - any other 4xx: record error, 65 ("http_4xx"); any other 5xx: system
- *   error, 69 ("http_5xx").
+ *   error, 69 ("http_5xx");
+ * - an answer over max_body: record error, 65 ("too_large"); a file of
+ *   the request that fails: 74 ("io_error"); libcurl that cannot be
+ *   loaded: 78, or cannot start: 75 ("http_init"); not an http(s) URL:
+ *   78 ("bad_url").
  * The backend that called reads resp's body and headers to refine that
  * (an error code in the body).  Safe from any thread at once: each thread
  * has its own libcurl handle over one shared pool of connections, TLS
