@@ -195,6 +195,25 @@ retry_log() {
 	assert_equal "$(fake_stats f '[.requests, .connections, .log[0].path]')" '[1,1,"/x"]'
 }
 
+@test "the fake answers by method and path, and keeps what was sent" {
+	fake_script f '{"answers":[
+		{"method":"PUT","path":"/raw/","status":201,"times":1},
+		{"method":"PUT","path":"/raw/","status":409},
+		{"method":"GET","status":200,"body":"got"}]}'
+	run --separate-stderr "$HT" -X PUT -H 'Content-Type: text/plain' -d 'hello' "$(fake_url f /raw/a)"
+	assert_equal "$(jq .status <<<"$output")" 201
+	run --separate-stderr "$HT" -X PUT -d 'again' "$(fake_url f /raw/a)"
+	assert_equal "$(jq .status <<<"$output")" 409
+	run --separate-stderr "$HT" "$(fake_url f /anything)"
+	assert_equal "$(jq .status <<<"$output")" 200
+	# none fits: 404
+	run --separate-stderr "$HT" -X DELETE "$(fake_url f /raw/a)"
+	assert_success
+	assert_equal "$(jq .status <<<"$output")" 404
+	assert_equal "$(fake_stats f '[.log[] | [.method, .path, .body]]')" \
+		'[["PUT","/raw/a","hello"],["PUT","/raw/a","again"],["GET","/anything",""],["DELETE","/raw/a",""]]'
+}
+
 @test "a 403 is not retried either" {
 	fake_script f '{"answers":[{"status":403}]}'
 	run --separate-stderr "$HT" "$(fake_url f)"

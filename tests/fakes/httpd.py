@@ -11,8 +11,12 @@ used in order, each ANSWER "times" times (default 1); the last one then
 repeats forever.  An ANSWER is
 
   {"status": 503, "headers": {"Retry-After": "2"}, "body": "...",
-   "delay_ms": 0, "drop": false, "truncate": false, "times": 1}
+   "delay_ms": 0, "drop": false, "truncate": false, "times": 1,
+   "method": "PUT", "path": "/raw-images/"}
 
+"method" and "path" (a prefix), when given, restrict an answer to the
+requests that fit: each request takes the first answer that fits and is
+not used up, else the last that fits (a request that none fits is 404).
 "drop": true closes the connection without an answer; "truncate": true
 sends the headers and half the body, then closes it.  A header value
 "{http_date+N}" becomes the HTTP date N seconds from now.  Without a
@@ -21,7 +25,8 @@ x-ms-request-id: fake-<n> unless it names a request id of its own.
 
 What it saw is written to --stats-file (atomically, after every request)
 and served at GET /_fake/stats: {"requests": N, "connections": M,
-"log": [{"n", "t_ms", "conn", "method", "path", "headers", "body_len"}]}.
+"log": [{"n", "t_ms", "conn", "method", "path", "headers", "body_len",
+"body"}]} (body: its first 4096 bytes as text).
 Requests to /_fake/ are not counted, nor is a connection that carried
 only those.  Later fakes (Blob, Service Bus, Azure OpenAI, identity)
 subclass Handler and override answer().
@@ -40,6 +45,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 REQUEST_ID_HEADERS = ("x-ms-request-id", "apim-request-id", "x-request-id")
 
 
+def matches(answer, method, path):
+    """Whether an ANSWER's "method" and "path" (a prefix) fit a request."""
+    m = answer.get("method")
+    return (not m or m == method) and path.startswith(answer.get("path", ""))
+
+
 class State:
     """The script and the counts, shared by every connection's thread."""
 
@@ -55,19 +66,21 @@ class State:
     def set_script(self, script):
         with self.lock:
             self.answers = list((script or {}).get("answers", []))
-            self.index = 0
-            self.used = 0
+            self.used = [0] * len(self.answers)
 
-    def next_answer(self):
-        """The answer for the next request (the caller holds the lock)."""
-        if not self.answers:
-            return {"status": 200, "body": "ok"}
-        a = self.answers[self.index]
-        self.used += 1
-        if self.used >= int(a.get("times", 1)) and self.index + 1 < len(self.answers):
-            self.index += 1
-            self.used = 0
-        return a
+    def next_answer(self, method, path):
+        """The answer for the next request (the caller holds the lock): the
+        first answer that matches it and is not used up, else the last one
+        that matches, which repeats."""
+        matching = [i for i, a in enumerate(self.answers) if matches(a, method, path)]
+        if not matching:
+            return {"status": 200, "body": "ok"} if not self.answers else \
+                {"status": 404, "body": "no answer scripted for %s %s" % (method, path)}
+        for i in matching:
+            if self.used[i] < int(self.answers[i].get("times", 1)):
+                self.used[i] += 1
+                return self.answers[i]
+        return self.answers[matching[-1]]
 
     def snapshot(self):
         return {"requests": self.requests, "connections": self.connections,
@@ -119,9 +132,10 @@ class Handler(BaseHTTPRequestHandler):
                            "t_ms": round((time.monotonic() - st.t0) * 1000, 1),
                            "method": self.command, "path": self.path,
                            "headers": {k: v for k, v in self.headers.items()},
-                           "body_len": len(body)})
+                           "body_len": len(body),
+                           "body": body[:4096].decode("utf-8", "replace")})
             n = st.requests
-            answer = st.next_answer()
+            answer = st.next_answer(self.command, self.path)
             st.save()
         return n, answer
 
