@@ -212,3 +212,18 @@ kill_stage() {
 	assert_equal "$(jq -r .settled <<<"$output")" completed
 	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
 }
+
+@test "--max-runtime stops taking messages in time: the run ends within it, all it took settled" {
+	send 20
+	export WORKER_MAX_MESSAGES=2 DQ_TEST_ANALYZE_DELAY_MS=400
+	local start=$SECONDS
+	run --separate-stderr dq-worker --max-runtime 4
+	assert_success
+	[ $((SECONDS - start)) -le 5 ] || fail "took $((SECONDS - start)) s for --max-runtime 4"
+	assert_equal "$(jq -r 'select(.event == "worker_stop") | .reason' <<<"$stderr")" max_runtime
+	local received
+	received=$(jq -r 'select(.event == "stream") | .received' <<<"$stderr")
+	[ "$received" -gt 0 ] && [ "$received" -lt 20 ] || fail "received $received of 20"
+	assert_equal "$(settled "$output")" "$received completed 1"
+	assert_equal "$(ready_count) $(locked_count)" "$((20 - received)) 0"
+}
