@@ -66,7 +66,7 @@ analyzed_ids() {
 	dq-put --sku WK-KN-SLOW --facility yangjiang "${samples[0]}" 2>/dev/null | dq-enqueue >/dev/null 2>&1
 	dq-put --sku WK-KN-200 --facility yangjiang "${samples[@]:1:9}" 2>/dev/null | dq-enqueue >/dev/null 2>&1
 	slow=$(dq-put --stored --all 2>/dev/null | jq -r 'select(.message.metadata.product_sku == "WK-KN-SLOW") | .message.image_id')
-	export WORKER_MAX_MESSAGES=3 DQ_TEST_ANALYZE_DELAY_MS=100 DQ_TEST_ANALYZE_SLOW_SKU=WK-KN-SLOW DQ_TEST_ANALYZE_SLOW_MS=2000
+	export WORKER_MAX_MESSAGES=4 DQ_TEST_ANALYZE_DELAY_MS=100 DQ_TEST_ANALYZE_SLOW_SKU=WK-KN-SLOW DQ_TEST_ANALYZE_SLOW_MS=2000
 	run --separate-stderr dq-worker --drain
 	worker_ok
 	assert_equal "$(settled "$output")" "10 completed 1"
