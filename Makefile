@@ -111,7 +111,8 @@ check-asan:
 # system error ends dq-analyze at once from the thread that met it, by
 # design.  26-analyze-threads also makes its own TSan dq-analyze in every run.
 TSAN = -fsanitize=thread
-TSAN_SUITES = tests/bats/21-analyze.bats tests/bats/22-worker.bats tests/bats/26-analyze-threads.bats \
+TSAN_SUITES = tests/bats/21-analyze.bats tests/bats/22-worker.bats tests/bats/22-worker-stream.bats \
+	tests/bats/26-analyze-threads.bats \
 	tests/bats/40-http.bats tests/bats/41-cred.bats
 check-tsan:
 	$(MAKE) all build/tsan/tests/unit/http-test build/tsan/tests/unit/cred-test B=build/tsan \

@@ -5,7 +5,9 @@
 #
 #   1. trivial analysis: messages whose artifacts exist already (redelivered,
 #      passed on by --skip-existing), dq-worker --drain beside the same four
-#      programs in one long pipeline (the floor), on tmpfs and on disk;
+#      programs in one long pipeline (the floor), on tmpfs and on disk,
+#      over the whole run and beyond the worker's fixed cost (a drain of
+#      an empty queue: the preflight, the start, the last empty receive);
 #   2. the reference analyzer on small images: dq-worker --drain beside
 #      dq-analyze alone on the same files;
 #   3. a slow model (DQ_TEST_ANALYZE_DELAY_MS), of fixed latency and of one
@@ -83,7 +85,7 @@ timed() {
 	local label=$1 out
 	shift
 	local TIMEFORMAT='%3R %3U %3S' wall user sys
-	out=$({ time "$@" >/dev/null 2>"$scratch/$label.err"; } 2>&1)
+	out=$({ time "$@" >/dev/null 2>"$scratch/${label//\//_}.err"; } 2>&1)
 	read -r wall user sys <<<"${out##*$'\n'}"
 	printf '%s %s %s\n' "$label" "$wall" "$(echo "$user + $sys" | bc)" >>"$times"
 }
@@ -138,6 +140,8 @@ for tree in "${trees[@]}"; do
 		timed "$t-trivial-worker-$where" env WORKER_MAX_MESSAGES=10 dq-worker --drain
 		resend
 		timed "$t-trivial-floor-$where" floor
+		# the worker's fixed cost: its preflight, start and last empty receive
+		timed "$t-trivial-empty-$where" env WORKER_MAX_MESSAGES=10 dq-worker --drain
 	done
 
 	# 2. the reference analyzer: the worker beside dq-analyze alone
@@ -170,15 +174,18 @@ rate() { echo "scale=1; $1 / $2" | bc; }
 # shellcheck disable=SC2154 # set by base_build
 echo "dq-worker ($(nproc) cores): $rev (batches) beside this tree (one stream)"
 echo
-printf '%-34s %10s %12s %14s\n' "trivial analysis, $trivial messages" "msg/s" "CPU ms/msg" "worker/floor"
+printf '%-30s %8s %11s %13s %9s %14s\n' "trivial analysis, $trivial msgs" "msg/s" "CPU ms/msg" "worker/floor" \
+	"fixed s" "beyond fixed"
 for where in /dev/shm /var/tmp; do
 	for t in base new; do
 		w=$(get "$t-trivial-worker-$where" 2)
 		[ -n "$w" ] || continue
 		f=$(get "$t-trivial-floor-$where" 2)
-		printf '%-34s %10s %12s %14s\n' "$t worker ($where)" "$(rate "$trivial" "$w")" \
-			"$(echo "scale=2; $(get "$t-trivial-worker-$where" 3) * 1000 / $trivial" | bc)" "$(ratio "$f" "$w")"
-		printf '%-34s %10s %12s\n' "$t one pipeline ($where)" "$(rate "$trivial" "$f")" \
+		e=$(get "$t-trivial-empty-$where" 2)
+		printf '%-30s %8s %11s %13s %9s %14s\n' "$t worker ($where)" "$(rate "$trivial" "$w")" \
+			"$(echo "scale=2; $(get "$t-trivial-worker-$where" 3) * 1000 / $trivial" | bc)" "$(ratio "$f" "$w")" \
+			"$e" "$(ratio "$f" "$(echo "$w - $e" | bc)")"
+		printf '%-30s %8s %11s\n' "$t one pipeline ($where)" "$(rate "$trivial" "$f")" \
 			"$(echo "scale=2; $(get "$t-trivial-floor-$where" 3) * 1000 / $trivial" | bc)"
 	done
 done

@@ -364,6 +364,8 @@ stream(const char *qname, int max, double wait, int flags, int mode, long max_ru
 		    "their locks run out and they are delivered again", sm.nheld);
 		status = dq_status_merge(status, DQ_EX_TEMPFAIL);
 	}
+	for (int j = 0; j < sm.nheld; j++)
+		dq_keeper_release(sm.keeper, sm.held[j].lease);
 	dq_keeper_stop(sm.keeper);
 	dq_log(DQ_INFO, "stream_end", json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:i}", "reason", why,
 	    "received", (json_int_t)sm.received, "settled", (json_int_t)sm.returned,

@@ -186,9 +186,12 @@ setup() {
 	assert_equal "${#lines[@]}" 2
 	assert_equal "${lines[0]}" "${lines[1]}"
 	local first=${lines[0]}
-	# the model is now cached; a new process loads it and answers the same
+	# the model is now cached, beside the index of its references' hashes;
+	# a new process loads it and answers the same
 	run ls "$DQ_CACHE_DIR"
-	assert_output --regexp "^$SKU\.[0-9a-f]{64}\.model$"
+	assert_equal "${#lines[@]}" 2
+	assert_line --regexp "^$SKU\.[0-9a-f]{64}\.model$"
+	assert_line --regexp "^$SKU\.[0-9a-f]{16}\.index$"
 	run --separate-stderr "$REFAN" -r "$S1/reference" analyze "$f"
 	assert_success
 	assert_equal "$output" "$first"
@@ -287,7 +290,7 @@ setup() {
 	assert_output "$(printf '6.5\t30')"
 	# one model so far; the same images without the file make another,
 	# since the thresholds are part of the key
-	run sh -c "ls '$DQ_CACHE_DIR' | wc -l"
+	run sh -c "ls '$DQ_CACHE_DIR' | grep -c '\.model$'"
 	assert_output 1
 	run --separate-stderr "$REFAN" -r "$S1/reference" analyze "$S1/samples/good-001.jpg"
 	run sh -c "ls '$DQ_CACHE_DIR' | grep -c '\.model$'"
@@ -397,8 +400,8 @@ setup() {
 	touch "$DQ_CACHE_DIR/$SKU.x.model.tmp.NEW0001"
 	"$REFAN" -r "$S1/reference" analyze "$f" >/dev/null 2>&1
 	rm "$DQ_CACHE_DIR/$SKU.x.model.tmp.NEW0001"
-	run ls -a "$DQ_CACHE_DIR"
-	assert_output --regexp "^\.
-\.\.
-$SKU\.[0-9a-f]{64}\.model$"
+	run ls -A "$DQ_CACHE_DIR"
+	assert_equal "${#lines[@]}" 2
+	assert_line --regexp "^$SKU\.[0-9a-f]{64}\.model$"
+	assert_line --regexp "^$SKU\.[0-9a-f]{16}\.index$"
 }

@@ -66,7 +66,7 @@ analyzed_ids() {
 	dq-put --sku WK-KN-SLOW --facility yangjiang "${samples[0]}" 2>/dev/null | dq-enqueue >/dev/null 2>&1
 	dq-put --sku WK-KN-200 --facility yangjiang "${samples[@]:1:9}" 2>/dev/null | dq-enqueue >/dev/null 2>&1
 	slow=$(dq-put --stored --all 2>/dev/null | jq -r 'select(.message.metadata.product_sku == "WK-KN-SLOW") | .message.image_id')
-	export WORKER_MAX_MESSAGES=3 DQ_TEST_ANALYZE_DELAY_MS=100 DQ_TEST_ANALYZE_SLOW_SKU=WK-KN-SLOW DQ_TEST_ANALYZE_SLOW_MS=2000
+	export WORKER_MAX_MESSAGES=4 DQ_TEST_ANALYZE_DELAY_MS=100 DQ_TEST_ANALYZE_SLOW_SKU=WK-KN-SLOW DQ_TEST_ANALYZE_SLOW_MS=2000
 	run --separate-stderr dq-worker --drain
 	worker_ok
 	assert_equal "$(settled "$output")" "10 completed 1"
@@ -211,4 +211,19 @@ kill_stage() {
 	assert_success
 	assert_equal "$(jq -r .settled <<<"$output")" completed
 	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
+}
+
+@test "--max-runtime stops taking messages in time: the run ends within it, all it took settled" {
+	send 20
+	export WORKER_MAX_MESSAGES=2 DQ_TEST_ANALYZE_DELAY_MS=400
+	local start=$SECONDS
+	run --separate-stderr dq-worker --max-runtime 4
+	assert_success
+	[ $((SECONDS - start)) -le 5 ] || fail "took $((SECONDS - start)) s for --max-runtime 4"
+	assert_equal "$(jq -r 'select(.event == "worker_stop") | .reason' <<<"$stderr")" max_runtime
+	local received
+	received=$(jq -r 'select(.event == "stream") | .received' <<<"$stderr")
+	[ "$received" -gt 0 ] && [ "$received" -lt 20 ] || fail "received $received of 20"
+	assert_equal "$(settled "$output")" "$received completed 1"
+	assert_equal "$(ready_count) $(locked_count)" "$((20 - received)) 0"
 }

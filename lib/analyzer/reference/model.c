@@ -1,7 +1,8 @@
 /*
  * model.c - the reference model of one SKU: built from its
  * known-good images, cached in a file named by a hash of what it was built
- * from, loaded from there by later processes.  See dq-reference(7).
+ * from (each reference's hash found through index.c), loaded from there by
+ * later processes.  See dq-reference(7).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -485,31 +486,6 @@ bad:
 	return -1;
 }
 
-/*
- * Remove what a writer killed mid-write left: temporaries older than ten
- * minutes (a build takes seconds, so none of them is still being written).
- */
-static void
-sweep_tmp(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	time_t now = time(NULL);
-
-	if (d == NULL)
-		return;
-	while ((de = readdir(d)) != NULL) {
-		struct stat st;
-
-		if (strstr(de->d_name, ".model.tmp.") == NULL)
-			continue;
-		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISREG(st.st_mode) && st.st_mtime < now - 600)
-			unlinkat(dirfd(d), de->d_name, 0);
-	}
-	closedir(d);
-}
-
 static int
 model_save(struct dq_refmodel *m, const char *dir, const char *path)
 {
@@ -517,7 +493,7 @@ model_save(struct dq_refmodel *m, const char *dir, const char *path)
 	size_t n = (size_t)m->W * m->H, len = sizeof h + MODEL_PLANES * n * sizeof(float), i;
 	unsigned char *buf;
 	float *pl[MODEL_PLANES];
-	char *tmp;
+	char *tmp, id[37];
 	int fd, ok;
 
 	memset(&h, 0, sizeof h);
@@ -541,14 +517,16 @@ model_save(struct dq_refmodel *m, const char *dir, const char *path)
 		free(buf);
 		return -1;
 	}
-	sweep_tmp(dir);
-	tmp = dq_xasprintf("%s.tmp.XXXXXX", path);
-	if ((fd = mkstemp(tmp)) == -1) {
+	dq_refcache_sweep(dir);
+	/* 0644 less the umask, as the index (dq_write_atomic) */
+	dq_uuid_new(id);
+	tmp = dq_xasprintf("%s.tmp.%s", path, id);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) == -1) {
 		free(tmp);
 		free(buf);
 		return -1;
 	}
-	ok = dq_write_all(fd, buf, len) == 0 && fchmod(fd, 0644) == 0 && fsync(fd) == 0;
+	ok = dq_write_all(fd, buf, len) == 0 && fsync(fd) == 0;
 	free(buf);
 	if ((close(fd) == -1) | !ok || rename(tmp, path) == -1) {
 		int e = errno;
@@ -580,14 +558,8 @@ var_floor(const float *v, size_t n)
 	return j / 16.0;
 }
 
-struct refimg {
-	char *name;
-	unsigned char *data;
-	size_t len;
-};
-
 static int
-model_build(struct dq_refmodel *m, const char *skudir, struct refimg *ri, int nimg,
+model_build(struct dq_refmodel *m, const char *skudir, struct dq_refimage *ri, int nimg,
     struct dq_err *err)
 {
 	struct dq_plane *g, *ca, *cb, acc, acc2, tmp, accc[2], accc2[2];
@@ -905,21 +877,43 @@ out:
 	return rc;
 }
 
+/*
+ * The key, in m->sha: the algorithm, the bytes of reference.json and each
+ * reference's name, size and SHA-256, in the order of their names.
+ */
+static void
+model_key(struct dq_refmodel *m, const unsigned char *ptext, size_t plen,
+    const struct dq_refimage *ri, int nimg)
+{
+	json_t *in = json_pack("{s:s, s:s%, s:[]}", "algorithm", DQ_REFERENCE_ALGO,
+	    "thresholds", ptext ? (const char *)ptext : "", ptext ? plen : (size_t)0,
+	    "images"), *arr = json_object_get(in, "images");
+	char *text;
+	int i;
+
+	for (i = 0; i < nimg; i++)
+		json_array_append_new(arr, json_pack("[s, I, s]", ri[i].name,
+		    (json_int_t)ri[i].len, ri[i].sha));
+	if ((text = json_dumps(in, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
+		dq_die(DQ_EX_IOERR, "out of memory");
+	dq_sha256_hex(text, strlen(text), m->sha);
+	free(text);
+	json_decref(in);
+}
+
 /* Load (from the cache) or build the model of sku. */
 struct dq_refmodel *
 dq_refmodel_get(const char *refdir, const char *cachedir, const char *sku,
     struct dq_err *err)
 {
 	struct dq_refmodel *m;
-	char *skudir = NULL, *ppath = NULL, *mpath = NULL, hex[65];
+	char *skudir = NULL, *ppath = NULL, *mpath = NULL;
 	unsigned char *ptext = NULL;
 	size_t plen = 0;
-	struct refimg *ri = NULL;
+	struct dq_refimage *ri = NULL;
 	int nimg = 0, cap = 0, i;
 	DIR *d;
 	struct dirent *de;
-	json_t *hash_in = NULL;
-	char *hash_text = NULL;
 
 	if (!sku_ok(sku)) {
 		dq_err_record(err, "no_reference",
@@ -956,8 +950,8 @@ dq_refmodel_get(const char *refdir, const char *cachedir, const char *sku,
 			cap = cap ? 2 * cap : 8;
 			ri = dq_xrealloc(ri, cap * sizeof *ri);
 		}
+		memset(&ri[nimg], 0, sizeof ri[nimg]);
 		ri[nimg].name = dq_xstrdup(de->d_name);
-		ri[nimg].data = NULL;
 		nimg++;
 		if (nimg > 1000)
 			break;
@@ -983,33 +977,10 @@ dq_refmodel_get(const char *refdir, const char *cachedir, const char *sku,
 	}
 	if (load_params(ppath, ptext, plen, &m->pr, err) == -1)
 		goto fail_m;
-	/* the key: algorithm, thresholds, each reference's name and content */
-	hash_in = json_pack("{s:s, s:s%}", "algorithm", DQ_REFERENCE_ALGO, "thresholds",
-	    ptext ? (const char *)ptext : "", ptext ? plen : (size_t)0);
-	{
-		json_t *arr = json_array();
-
-		for (i = 0; i < nimg; i++) {
-			char *p = dq_xasprintf("%s/%s", skudir, ri[i].name);
-
-			if (read_all(p, &ri[i].data, &ri[i].len) == -1) {
-				dq_err_system(err, DQ_EX_CONFIG, "reference_unreadable",
-				    "%s: %s", p, strerror(errno));
-				free(p);
-				json_decref(arr);
-				goto fail_m;
-			}
-			free(p);
-			dq_sha256_hex(ri[i].data, ri[i].len, hex);
-			json_array_append_new(arr, json_pack("[s, I, s]", ri[i].name,
-			    (json_int_t)ri[i].len, hex));
-		}
-		json_object_set_new(hash_in, "images", arr);
-	}
-	hash_text = json_dumps(hash_in, JSON_COMPACT | JSON_SORT_KEYS);
-	if (hash_text == NULL)
-		dq_die(DQ_EX_IOERR, "out of memory");
-	dq_sha256_hex(hash_text, strlen(hash_text), m->sha);
+	/* the key: the references' hashes from the index where it can vouch */
+	if (dq_refindex_hash(cachedir, skudir, sku, ri, nimg, err) == -1)
+		goto fail_m;
+	model_key(m, ptext, plen, ri, nimg);
 	if (cachedir) {
 		const char *why;
 
@@ -1020,6 +991,18 @@ dq_refmodel_get(const char *refdir, const char *cachedir, const char *sku,
 			dq_log(DQ_WARNING, "cache_corrupt", json_pack("{s:s, s:s, s:s}",
 			    "sku", sku, "file", mpath, "reason", why),
 			    "cached reference model %s is unusable (%s): rebuilding it", mpath, why);
+	}
+	/*
+	 * A build reads what the index vouched for, and keys the model by the
+	 * bytes it was built from, as if nothing had been vouched for.
+	 */
+	for (i = 0; i < nimg; i++)
+		if (ri[i].data == NULL && dq_refimage_read(skudir, &ri[i], err) == -1)
+			goto fail_m;
+	model_key(m, ptext, plen, ri, nimg);
+	if (mpath) {
+		free(mpath);
+		mpath = dq_xasprintf("%s/%s.%s.model", cachedir, sku, m->sha);
 	}
 	if (model_build(m, skudir, ri, nimg, err) == -1)
 		goto fail_m;
@@ -1057,7 +1040,5 @@ done:
 	free(ppath);
 	free(mpath);
 	free(ptext);
-	free(hash_text);
-	json_decref(hash_in);
 	return m;
 }

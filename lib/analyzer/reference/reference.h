@@ -89,13 +89,35 @@ struct dq_refmodel {
 
 /*
  * Load from cachedir (may be NULL) or build from refdir/sku, writing the
- * cache; a cache file that fails its checksum is rebuilt (logged).
+ * cache; the key from the references' hashes as dq_refindex_hash finds
+ * them; a cache file that fails its checksum is rebuilt (logged).
  * Errors: record no_reference; system reference_unreadable,
  * bad_reference, bad_thresholds (78).
  */
 struct dq_refmodel *dq_refmodel_get(const char *refdir, const char *cachedir,
     const char *sku, struct dq_err *);
 void dq_refmodel_free(struct dq_refmodel *);
+/*
+ * index.c: the SHA-256 of each reference of a SKU, from the index beside
+ * the models when the reference's stat is the one recorded there and old
+ * enough to vouch for, otherwise by reading it (data then holds its
+ * bytes); the index is written again when anything was read.  cachedir
+ * may be NULL (everything is read).  The number of references read, or -1
+ * with a system error (78, reference_unreadable).
+ */
+struct dq_refimage {
+	char *name;
+	unsigned char *data;	/* the bytes, when they were read */
+	size_t len;
+	char sha[65];
+};
+int dq_refindex_hash(const char *cachedir, const char *skudir, const char *sku,
+    struct dq_refimage *, int n, struct dq_err *);
+/* Read (again) and hash skudir/name: 0, or -1 with reference_unreadable. */
+int dq_refimage_read(const char *skudir, struct dq_refimage *, struct dq_err *);
+/* Remove the cache's temporaries that a killed writer left (ten minutes old). */
+void dq_refcache_sweep(const char *cachedir);
+
 /*
  * Whether the cache directory can be written, or created (its nearest
  * existing ancestor written): 0, or -1 with a system error (78,
