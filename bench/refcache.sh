@@ -32,6 +32,7 @@ trap 'rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
 # BASE built beside this tree (BASE_TREE: one built already)
+rev='' basebin='' # set by base_build
 # shellcheck source=bench/base.sh
 . "$top/bench/base.sh"
 base_build

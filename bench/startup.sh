@@ -26,6 +26,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
+rev='' basebin='' # set by base_build
 # shellcheck source=bench/base.sh
 . "$top/bench/base.sh"
 basebin='' rev=''

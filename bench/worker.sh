@@ -59,6 +59,7 @@ trap 'exit 130' INT TERM
 # BASE built beside this tree
 # shellcheck disable=SC2034 # read by base.sh
 work=$scratch
+rev='' basebin='' # set by base_build
 # shellcheck source=bench/base.sh
 . "$top/bench/base.sh"
 base_build
@@ -171,7 +172,6 @@ done
 get() { awk -v l="$1" -v f="$2" '$1 == l { print $f }' "$times"; }
 ratio() { echo "scale=3; $1 / $2" | bc; }
 rate() { echo "scale=1; $1 / $2" | bc; }
-# shellcheck disable=SC2154 # set by base_build
 echo "dq-worker ($(nproc) cores): $rev (batches) beside this tree (one stream)"
 echo
 printf '%-30s %8s %11s %13s %9s %14s\n' "trivial analysis, $trivial msgs" "msg/s" "CPU ms/msg" "worker/floor" \

@@ -401,7 +401,8 @@ past_refresh() {
 @test "a cache directory owned by another user is not used" {
 	[ "$(id -u)" -eq 0 ] || skip "needs root to give a directory away"
 	app_service
-	local d=$DQ_STATE_DIR/tokens-$(id -u)
+	local d
+	d=$DQ_STATE_DIR/tokens-$(id -u)
 	mkdir -m 700 "$d"
 	chown 65534 "$d"
 	run --separate-stderr "$CRED" token "$SCOPE"
