@@ -155,6 +155,9 @@ int dq_each_record(void (*fn)(json_t *rec, void *arg), void *arg);
 /* Write a record to stdout, whole, one writer at a time (any thread); a
  * broken stdout ends the program with 74. */
 void dq_emit(json_t *rec);
+/* The same, but a broken stdout is -1 with errno for the caller to judge
+ * (dq-dequeue --tokens: an EPIPE is the next stage gone, not an error). */
+int dq_emit_try(json_t *rec);
 /* A system error: log it (steals ctx) and exit at once with the status
  * that wins over status, and in a parallel loop over the loop's status so
  * far; no thread writes a record after it.  Safe from any thread. */

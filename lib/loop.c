@@ -91,20 +91,32 @@ dq_each_record(void (*fn)(json_t *, void *), void *arg)
 	return status;
 }
 
+int
+dq_emit_try(json_t *rec)
+{
+	char *line = dq_json_dumps(rec);
+	int r = 0, e;
+
+	pthread_mutex_lock(&output_lock);
+	if (fputs(line, stdout) == EOF || fputc('\n', stdout) == EOF || fflush(stdout) == EOF)
+		r = -1;
+	e = errno;
+	pthread_mutex_unlock(&output_lock);
+	free(line);
+	errno = e;
+	return r;
+}
+
 void
 dq_emit(json_t *rec)
 {
-	char *line = dq_json_dumps(rec);
-
-	pthread_mutex_lock(&output_lock);
-	if (fputs(line, stdout) == EOF || fputc('\n', stdout) == EOF || fflush(stdout) == EOF) {
-		dq_log(DQ_ERROR, "io_error", NULL, "stdout: %s", strerror(errno));
-		if (loop.running)
-			_exit(DQ_EX_IOERR);	/* the other threads hold records: no clean-up */
-		exit(DQ_EX_IOERR);
-	}
-	pthread_mutex_unlock(&output_lock);
-	free(line);
+	if (dq_emit_try(rec) == 0)
+		return;
+	pthread_mutex_lock(&output_lock);	/* for good: no line after this */
+	dq_log(DQ_ERROR, "io_error", NULL, "stdout: %s", strerror(errno));
+	if (loop.running)
+		_exit(DQ_EX_IOERR);	/* the other threads hold records: no clean-up */
+	exit(DQ_EX_IOERR);
 }
 
 void

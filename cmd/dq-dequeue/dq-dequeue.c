@@ -209,10 +209,9 @@ static int
 pass_on(json_t *rec)
 {
 	const char *tok = json_string_value(json_object_get(json_object_get(rec, "receipt"), "lock_token"));
-	char *line = dq_json_dumps(rec);
 	int r = 0;
 
-	if (fputs(line, stdout) == EOF || fputc('\n', stdout) == EOF || fflush(stdout) == EOF) {
+	if (dq_emit_try(rec) < 0) {
 		if (errno != EPIPE) {
 			dq_log(DQ_ERROR, "io_error", NULL, "stdout: %s", strerror(errno));
 			status = dq_status_merge(status, DQ_EX_IOERR);
@@ -228,7 +227,6 @@ pass_on(json_t *rec)
 		sm.held[sm.nheld].lease = dq_keeper_hold(sm.keeper, json_incref(rec));
 		sm.nheld++;
 	}
-	free(line);
 	return r;
 }
 
