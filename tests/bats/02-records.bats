@@ -126,6 +126,6 @@ setup() {
 	DQ_TEST_BACKEND=nope run --separate-stderr bats "$BATS_TEST_DIRNAME/25-options.bats"
 	assert_failure
 	assert_equal "$(grep -c '^not ok' <<<"$output") $(grep -c '^ok' <<<"$output")" "3 0"
-	assert_equal "$(grep -c '# DQ_TEST_BACKEND=nope: no such test backend; the suites run on: local$' <<<"$output")" 3
+	assert_equal "$(grep -c '# DQ_TEST_BACKEND=nope: no such test backend; the suites run on: local, azure, azure-blob, azure-servicebus$' <<<"$output")" 3
 	assert_equal "$(grep -c "\`dq_env' failed" <<<"$output")" 3
 }

@@ -18,35 +18,52 @@ load /usr/lib/bats/bats-assert/load.bash
 
 # DQ_TEST_BACKEND selects the store and queue the pipeline suites run on:
 # `local' (the default: the local store and spool under a fresh
-# DQ_LOCAL_DIR per test) is the only one for now.  Tests observe the
-# backends through the programs (the helpers below); those about the local
-# backends' files load local.bash and skip on another backend.
+# DQ_LOCAL_DIR per test), `azure' (the store on Azurite, the queue on the
+# Service Bus fake), or one half of azure with the other half local:
+# `azure-blob' (Azurite and the local spool) and `azure-servicebus' (the
+# local store and the fake).  DQ_TEST_STORE (local, azurite) and
+# DQ_TEST_QUEUE (local, servicebus) say which each half is; a non-local
+# half is set up by tests/bats/<name>.bash (store_env / queue_env,
+# store_vars / queue_vars).  Tests observe the backends through the
+# programs (the helpers below); those about the local backends' files load
+# local.bash and skip on another backend.
 DQ_TEST_BACKEND=${DQ_TEST_BACKEND:-local}
-export DQ_TEST_BACKEND
+case $DQ_TEST_BACKEND in
+local) DQ_TEST_STORE=local DQ_TEST_QUEUE=local ;;
+azure) DQ_TEST_STORE=azurite DQ_TEST_QUEUE=servicebus ;;
+azure-blob) DQ_TEST_STORE=azurite DQ_TEST_QUEUE=local ;;
+azure-servicebus) DQ_TEST_STORE=local DQ_TEST_QUEUE=servicebus ;;
+*) DQ_TEST_STORE="" DQ_TEST_QUEUE="" ;;
+esac
+export DQ_TEST_BACKEND DQ_TEST_STORE DQ_TEST_QUEUE
+if [ "$DQ_TEST_STORE" = azurite ]; then
+	load "$DQ_TOP/tests/bats/azurite.bash"
+fi
+if [ "$DQ_TEST_QUEUE" = servicebus ]; then
+	load "$DQ_TOP/tests/bats/servicebus.bash"
+fi
 
 # backend_env: fresh, empty backends for this test, as DQ_TEST_BACKEND says.
-# A backend added here (azure: Azurite and a Service Bus fake) is set up
-# here only; a test never names a backend's variables but to unset them.
-# Tests set the queue's timings per test (DQ_LOCK_SECONDS for a lease,
-# DQ_DUPLICATE_WINDOW_SECONDS, WORKER_MAX_DELIVERY_ATTEMPTS): a backend
-# added here honours them (the fake's entity settings) or those tests skip.
+# A backend added here is set up in its own file only; a test never names
+# a backend's variables but to unset them.  Tests set the queue's timings
+# per test (DQ_LOCK_SECONDS for a lease, DQ_DUPLICATE_WINDOW_SECONDS,
+# WORKER_MAX_DELIVERY_ATTEMPTS): a backend added here honours them (the
+# fake's entity settings) or those tests skip.
 backend_env() {
-	case $DQ_TEST_BACKEND in
-	local)
-		export DQ_LOCAL_DIR="$BATS_TEST_TMPDIR/dq"
-		;;
-	*)
-		fail "DQ_TEST_BACKEND=$DQ_TEST_BACKEND: no such test backend; the suites run on: local"
-		;;
-	esac
+	[ -n "$DQ_TEST_STORE" ] ||
+		fail "DQ_TEST_BACKEND=$DQ_TEST_BACKEND: no such test backend; the suites run on: local, azure, azure-blob, azure-servicebus"
+	# the local halves (and the programs' other files) live here
+	export DQ_LOCAL_DIR="$BATS_TEST_TMPDIR/dq"
+	[ "$DQ_TEST_STORE" = local ] || store_env
+	[ "$DQ_TEST_QUEUE" = local ] || queue_env
 }
 
 # backend_vars: the backends' variables as VAR=value lines, for an
 # environment file (dq-ingest's).
 backend_vars() {
-	case $DQ_TEST_BACKEND in
-	local) echo "DQ_LOCAL_DIR=$DQ_LOCAL_DIR" ;;
-	esac
+	echo "DQ_LOCAL_DIR=$DQ_LOCAL_DIR"
+	[ "$DQ_TEST_STORE" = local ] || store_vars
+	[ "$DQ_TEST_QUEUE" = local ] || queue_vars
 }
 
 # Every test starts from the embedded default and nothing else.
