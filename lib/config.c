@@ -81,6 +81,10 @@ static const struct var vars[] = {
 	{ "AZURE_VISION_DEPLOYMENT", "gpt-5-2", STR, S(vision_deployment), 0, 0, AN },
 	{ "AZURE_REASONING_DEPLOYMENT", "gpt-5-2", STR, S(reasoning_deployment), 0, 0, AN },
 	{ "AZURE_REPORTS_DEPLOYMENT", "gpt-5-2-chat", STR, S(reports_deployment), 0, 0, AN },
+	/* the azure-openai analyzer (lib/analyzer/openai.c) */
+	{ "DQ_OPENAI_DETAIL", "high", STR, S(openai_detail), 0, 0, AN },
+	{ "DQ_OPENAI_REASONING_EFFORT", NULL, STR, S(openai_effort), 0, 0, AN },
+	{ "DQ_OPENAI_MAX_COMPLETION_TOKENS", "8000", INT, S(openai_max_tokens), 256, 128000, AN },
 	{ "AZURE_STORAGE_ACCOUNT", NULL, STR, S(storage_account), 0, 0, ST },
 	{ "AZURE_STORAGE_CONNECTION_STRING", NULL, SECRET, S(storage_connection_string), 0, 0, ST },
 	{ "AZURE_STORAGE_RAW_CONTAINER", "raw-images", STR, S(raw_container), 0, 0, ST },

@@ -242,6 +242,9 @@ struct dq_config {
 	/* analyzer */
 	const char *ai_endpoint, *openai_api_version, *ai_api_key, *openai_scope;
 	const char *vision_deployment, *reasoning_deployment, *reports_deployment;
+	/* the azure-openai analyzer (lib/analyzer/openai.c) */
+	const char *openai_detail, *openai_effort;
+	int openai_max_tokens;
 	const char *analyzer;			/* DQ_ANALYZER, resolved */
 	const char *reference_dir, *cache_dir;
 	/* store */
@@ -1007,6 +1010,8 @@ const char *dq_analyzer_name(const struct dq_analyzer *);	/* "reference", "azure
 void dq_analysis_free(struct dq_analysis *);
 
 /* analyzer/reference/reference.c */
+/* openai.c: the azure-openai analyzer from dq_cfg; NULL with err (78). */
+struct dq_analyzer *dq_analyzer_openai_open(struct dq_err *);
 struct dq_analyzer *dq_analyzer_reference_open(const char *refdir,
     const char *cachedir, struct dq_err *);
 /* analyzer/reference/model.c */

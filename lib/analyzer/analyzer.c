@@ -62,9 +62,7 @@ dq_analyzer_open(struct dq_err *err)
 	if (strcmp(name, "reference") == 0)
 		return dq_analyzer_reference_open(dq_cfg.reference_dir,
 		    dq_cfg.cache_dir, err);
-	dq_err_system(err, DQ_EX_CONFIG, "config",
-	    "analyzer azure-openai is not available in this build");
-	return NULL;
+	return dq_analyzer_openai_open(err);
 }
 
 void
