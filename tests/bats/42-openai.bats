@@ -6,7 +6,7 @@
 
 load helpers
 load worker
-load fakes
+load ../fakes/openai
 
 setup() {
 	dq_env
@@ -17,26 +17,7 @@ setup() {
 }
 
 teardown() {
-	fakes_stop
-}
-
-# openai_start [SCRIPT-JSON]: the fake, and the analyzer pointed at it.
-openai_start() {
-	local dir=$BATS_TEST_TMPDIR/fake-openai
-	mkdir -p "$dir"
-	rm -f "$dir/port"
-	printf '%s\n' "${1:-{\}}" >"$dir/script.json"
-	python3 "$FAKES/openai.py" --port-file "$dir/port" --stats-file "$dir/stats" \
-		--script "$dir/script.json" >"$dir/out" 2>"$dir/err" &
-	echo $! >"$dir/pid"
-	wait_for 10 test -s "$dir/port" || fail "the openai fake did not start: $(cat "$dir/err")"
-	export AZURE_AI_PROJECT_ENDPOINT
-	AZURE_AI_PROJECT_ENDPOINT=$(fake_url openai "")
-}
-
-# answer FINDINGS-JSON: a script whose every answer is those findings.
-answer() {
-	jq -nc --argjson f "$1" '{answers: [{findings: $f}]}'
+	openai_stop
 }
 
 @test "fifty images through dq-worker --drain: fifty artifacts of the schema, model_version from the response" {
@@ -46,7 +27,7 @@ answer() {
 	worker_ok
 	assert_equal "$(states)" "50 analyzed"
 	assert_equal "$(ready_count) $(locked_count) $(dead_count)" "0 0 0"
-	assert_equal "$(fake_stats openai .requests)" 50
+	assert_equal "$(openai_stats .requests)" 50
 	local id a
 	for id in $(jq -r .message.image_id "$BATS_TEST_TMPDIR/sent"); do
 		a=$(artifact "$id")
@@ -56,10 +37,10 @@ answer() {
 			"gpt-5.2-2025-12-11 azure-openai gpt-5-2 2025-04-01-preview none none true 64 160 high"
 	done
 	# the deployment path with its api-version, the key as api-key, GPT-5's parameters only
-	run fake_stats openai '.log[0] | [.path, .headers["api-key"] != null, (.body | contains("\"temperature\"") | not)] | join(" ")'
-	assert_output "\"/openai/deployments/gpt-5-2/chat/completions?api-version=2025-04-01-preview true true\""
+	run openai_stats '.log[0] | [.path, .headers["api-key"] != null, (.body | contains("\"temperature\"") | not)] | join(" ")'
+	assert_output "/openai/deployments/gpt-5-2/chat/completions?api-version=2025-04-01-preview true true"
 	# no secret in any output
-	! grep -q S3CRET <<<"$output$stderr"
+	if grep -q S3CRET <<<"$output$stderr"; then fail "a secret in the output"; fi
 }
 
 @test "the v1 path: model in the body, no api-version" {
@@ -69,7 +50,7 @@ answer() {
 	run --separate-stderr dq-worker --drain
 	worker_ok
 	assert_equal "$(states)" "2 analyzed"
-	assert_equal "$(fake_stats openai '.log[0].path')" '"/openai/v1/chat/completions"'
+	assert_equal "$(openai_stats '.log[0].path')" /openai/v1/chat/completions
 }
 
 @test "a Foundry project endpoint: its /openai/v1 base" {
@@ -79,7 +60,7 @@ answer() {
 	run --separate-stderr dq-worker --drain
 	worker_ok
 	assert_equal "$(states)" "1 analyzed"
-	assert_equal "$(fake_stats openai '.log[0].path')" '"/api/projects/p1/openai/v1/chat/completions"'
+	assert_equal "$(openai_stats '.log[0].path')" /api/projects/p1/openai/v1/chat/completions
 }
 
 @test "a box in the 0-1000 frame lands on the stored image's pixels" {
@@ -117,7 +98,7 @@ answer() {
 		'content_filter {"status":400,"body":"{\"error\":{\"code\":\"content_filter\",\"inner_error\":{\"code\":\"ResponsibleAIPolicyViolation\"}}}"}' \
 		'content_filter {"status":400,"body":"{\"error\":{\"code\":\"BadRequest\",\"innererror\":{\"code\":\"ResponsibleAIPolicyViolation\"}}}"}'; do
 		code=${a%% *}
-		fakes_stop
+		openai_stop
 		openai_start "{\"answers\":[${a#* }]}"
 		DQ_RETRY_ATTEMPTS=2 DQ_RETRY_BASE_MS=1 run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/sent"
 		assert_equal "$(jq -r '[.error.code, (.artifact == null)] | join(" ")' <<<"$output")" "$code true"
@@ -130,12 +111,12 @@ answer() {
 	send 1
 	run --separate-stderr env AZURE_AI_API_KEY=wrong dq-worker --drain
 	assert_equal "$status" 78
-	assert_equal "$(fake_stats openai .requests)" 1
+	assert_equal "$(openai_stats .requests)" 1
 	assert_equal "$(dead_count)" 0
 	wait_for 10 leases_expired
 	run --separate-stderr env AZURE_VISION_DEPLOYMENT=nosuch dq-worker --drain
 	assert_equal "$status" 78
-	assert_equal "$(fake_stats openai .requests)" 2
+	assert_equal "$(openai_stats .requests)" 2
 	assert_equal "$(dead_count)" 0
 	grep -q deployment_not_found <<<"$stderr"
 }
@@ -148,4 +129,47 @@ answer() {
 	b=$(dq-analyze --force <"$BATS_TEST_TMPDIR/sent" 2>/dev/null | jq -c '.artifact | del(.timestamps.processed_at, .analysis.duration_ms)')
 	[ -n "$a" ] && [ "$a" != null ]
 	assert_equal "$a" "$b"
+}
+
+@test "under 30% injected 429/500 faults every image gets one artifact and one successful call; the faults retried by the HTTP layer" {
+	export DQ_RETRY_BASE_MS=1 DQ_RETRY_CAP_MS=2000
+	openai_start '{"answers":[
+		{"status":429,"headers":{"retry-after-ms":"300"},"body":"{\"error\":{\"code\":\"429\"}}"},
+		{"findings":{"defect_detected":false,"defect_type":"none","severity":"none","description":"ok","confidence":0.9,"boxes":[]},"times":2},
+		{"status":500,"body":"{}"},
+		{"findings":{"defect_detected":false,"defect_type":"none","severity":"none","description":"ok","confidence":0.9,"boxes":[]},"times":2},
+		{"status":429,"headers":{"Retry-After":"1"},"body":"{}"},
+		{"findings":{"defect_detected":false,"defect_type":"none","severity":"none","description":"ok","confidence":0.9,"boxes":[]},"times":1000}]}'
+	send 8
+	run --separate-stderr dq-worker --drain
+	worker_ok
+	assert_equal "$(states)" "8 analyzed"
+	# eleven requests: eight answered, three faults each retried once
+	assert_equal "$(openai_stats .requests)" 11
+	assert_equal "$(dead_count)" 0
+}
+
+@test "503 longer than the retry budget stops the worker with 75 and dead-letters nothing" {
+	export DQ_RETRY_BASE_MS=10 DQ_RETRY_CAP_MS=50 DQ_RETRY_BUDGET_MS=500
+	openai_start '{"answers":[{"status":503,"body":"{}"}]}'
+	send 2
+	run --separate-stderr dq-worker --drain
+	assert_equal "$status" 75
+	assert_equal "$(dead_count)" 0
+	assert_equal "$(states)" "2 pending"
+}
+
+@test "the fake refuses what GPT-5.2 refuses: a bad reasoning_effort is refused at start-up, before any request" {
+	openai_start
+	send 1
+	DQ_OPENAI_REASONING_EFFORT=minimal run --separate-stderr dq-analyze <"$BATS_TEST_TMPDIR/sent"
+	assert_equal "$status" 78
+	grep -q 'DQ_OPENAI_REASONING_EFFORT=minimal' <<<"$stderr"
+	assert_equal "$(openai_stats .requests)" 0
+	# and the fake itself says no to temperature, max_tokens and minimal
+	local url=${AZURE_AI_PROJECT_ENDPOINT}openai/v1/chat/completions b
+	for b in '{"model":"gpt-5-2","temperature":0.2}' '{"model":"gpt-5-2","max_tokens":10}' '{"model":"gpt-5-2","reasoning_effort":"minimal"}'; do
+		run curl -s -H "api-key: $FAKE_OPENAI_KEY" -d "$b" "$url"
+		[[ "$output" == *unsupported_* ]] || fail "the fake took $b: $output"
+	done
 }
