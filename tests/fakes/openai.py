@@ -27,6 +27,7 @@ A script ANSWER (httpd.py's) with "status" other than 200, "drop" or
   {"content": "text"}          content as given (malformed JSON)
   {"refusal": "text"}          a refusal
   {"finish_reason": "length"}  that finish_reason (content empty unless given)
+  "delay_ms": N                any of these after N ms (a model's latency)
 
 The default answer is "no defect".  usage counts prompt tokens as the
 text's bytes / 4 plus the image's patches (32-px, at most 1536) + 70.
@@ -36,6 +37,7 @@ import json
 import os
 import struct
 import sys
+import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -146,6 +148,7 @@ class OpenAI(httpd.Handler):
         if int(answer.get("status", 200)) != 200 or answer.get("drop") or answer.get("truncate"):
             super().answer(n, answer, body)
             return
+        time.sleep(float(answer.get("delay_ms", 0)) / 1000)
         msgs = self.req["messages"]
         url = [p for p in msgs[-1]["content"] if p.get("type") == "image_url"][0]["image_url"]["url"]
         w, h = image_size(base64.b64decode(url.split(",", 1)[1]))
