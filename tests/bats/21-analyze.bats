@@ -337,7 +337,7 @@ check_msg() {
 	[ ! -e "$t/new" ]
 }
 
-@test "terminal mode without --sku says the real cause: no analyzer, a bad reference directory, an analyzer not built" {
+@test "terminal mode without --sku says the real cause: no analyzer, a bad reference directory, an analyzer not configured" {
 	local f=$S/samples/good-001.jpg t=$BATS_TEST_TMPDIR
 	no_backend
 	DQ_REFERENCE_DIR=$S/reference/WK-KN-200 run --separate-stderr dq-analyze "$f"
@@ -349,7 +349,7 @@ check_msg() {
 	assert_regex "$(check_msg "$stderr")" "^reference_unreadable: DQ_REFERENCE_DIR $t/missing: No such file or directory"
 	DQ_ANALYZER=azure-openai run --separate-stderr dq-analyze "$f"
 	assert_failure 78
-	assert_equal "$(check_msg "$stderr")" "config: analyzer azure-openai is not available in this build"
+	assert_equal "$(check_msg "$stderr")" "config: AZURE_AI_PROJECT_ENDPOINT is not set"
 	(
 		unset DQ_REFERENCE_DIR DQ_ANALYZER
 		run --separate-stderr dq-analyze "$f"
