@@ -243,6 +243,16 @@ openai_analyze(struct dq_analyzer *an, const char *sku, const unsigned char *dat
 	if (dq_http_do(&req, &resp, err) < 0)
 		goto out;
 	ans = resp.body ? json_loads((const char *)resp.body, 0, NULL) : NULL;
+	if (dq_http_header(&resp, "x-ratelimit-remaining-requests") ||
+	    dq_http_header(&resp, "x-ratelimit-remaining-tokens"))
+		dq_log(DQ_DEBUG, "openai_ratelimit", json_pack("{s:s?,s:s?}",
+		    "remaining_requests", dq_http_header(&resp, "x-ratelimit-remaining-requests"),
+		    "remaining_tokens", dq_http_header(&resp, "x-ratelimit-remaining-tokens")),
+		    "the deployment's quota left: %s requests, %s tokens",
+		    dq_http_header(&resp, "x-ratelimit-remaining-requests") ?
+		    dq_http_header(&resp, "x-ratelimit-remaining-requests") : "?",
+		    dq_http_header(&resp, "x-ratelimit-remaining-tokens") ?
+		    dq_http_header(&resp, "x-ratelimit-remaining-tokens") : "?");
 	if (resp.status == 404) {
 		dq_err_system(err, DQ_EX_CONFIG, "deployment_not_found",
 		    "no deployment %s at the endpoint (404 %s)", o->deployment,

@@ -47,8 +47,10 @@ teardown() {
 	openai_start
 	export AZURE_OPENAI_API_VERSION=v1
 	send 2
-	run --separate-stderr dq-worker --drain
+	LOG_LEVEL=DEBUG run --separate-stderr dq-worker --drain
 	worker_ok
+	# the quota headers at debug level
+	assert_equal "$(jq -r 'select(.event == "openai_ratelimit") | .remaining_requests' <<<"$stderr" | sort -u)" 99
 	assert_equal "$(states)" "2 analyzed"
 	assert_equal "$(openai_stats '.log[0].path')" /openai/v1/chat/completions
 }
