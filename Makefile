@@ -120,6 +120,12 @@ check-tsan:
 	DQ_TOP="$(CURDIR)" DQ_BUILD="$(CURDIR)/build/tsan" DQ_TSAN_BUILD="$(CURDIR)/build/tsan" \
 		TSAN_OPTIONS="exitcode=86 report_thread_leaks=0" $(BATS) $(BATS_JOBS) $(TSAN_SUITES)
 
+# deploy/: the root file systems the two images describe, assembled by
+# debootstrap from Debian's archive, dq installed with make install
+# DESTDIR, checked by chroot (root; skips, saying why, without the archive).
+check-rootfs: all
+	DQ_BUILD="$(abspath $(B))" bash deploy/rootfs-test.sh
+
 demo:
 	sh tools/deps.sh build
 	$(MAKE) all
@@ -127,7 +133,7 @@ demo:
 
 lint:
 	mandoc -Tlint -W warning man/*.1 man/*.7
-	shellcheck -S warning cmd/dq-worker/dq-worker cmd/dq-ingest/ingest.cgi .ci/run tools/*.sh tests/bats/*.bash $(wildcard bench/*.sh)
+	shellcheck -S warning cmd/dq-worker/dq-worker cmd/dq-ingest/ingest.cgi .ci/run tools/*.sh tests/bats/*.bash $(wildcard bench/*.sh) deploy/*.sh
 
 # libFuzzer over dq-ingest's request parser (clang).  `make fuzz` runs for
 # FUZZ_SECONDS on a scratch copy of the corpus; `make fuzz-smoke` replays
@@ -164,4 +170,4 @@ deps-test:
 clean:
 	rm -rf bin lib/*.o lib/*/*.o lib/*/*/*.o lib/libdq.a tools/dq-synth tests/unit/*-test build tests/fuzz/fuzz-ingest
 
-.PHONY: all deps-check install check check-run check-long check-asan check-tsan demo lint deps-build deps-test clean
+.PHONY: all deps-check install check check-run check-long check-asan check-tsan check-rootfs demo lint deps-build deps-test clean

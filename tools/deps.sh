@@ -10,6 +10,8 @@ libjpeg62-turbo-dev libpng-dev libwebp-dev libfcgi-dev"
 test="bats bats-support bats-assert jq lighttpd nginx fcgiwrap apache2 spawn-fcgi python3
 mandoc shellcheck wrk clang libclang-rt-14-dev valgrind parallel curl procps util-linux
 coreutils"
+# deploy/rootfs-test.sh (make check-rootfs): the images' root file systems
+test="$test debootstrap"
 
 case "${1:-}" in
 build) want=$build ;;
