@@ -111,7 +111,9 @@ rootfs() {
 	cp "$top/deploy/image-setup.sh" "$dir/tmp/image-setup.sh"
 	chroot "$dir" sh /tmp/image-setup.sh "$image"
 	rm -f "$dir/tmp/image-setup.sh"
-	if [ "$image" = api ]; then
+	if [ "$image" = worker ]; then
+		install -m 755 "$top/deploy/worker-entry.sh" "$dir/usr/local/libexec/dq/worker-entry"
+	else
 		mkdir -p "$dir/etc/dq" && cp "$top/deploy/lighttpd.conf" "$dir/etc/dq/lighttpd.conf"
 	fi
 	# libcurl is loaded at the first HTTP request: the loader must find it
@@ -140,10 +142,12 @@ worker() {
 		>"$work/enqueued.jsonl" 2>"$work/put.log" || { cat "$work/put.log" >&2; fail "worker: dq-put | dq-enqueue failed"; }
 	n=$(wc -l <"$work/enqueued.jsonl")
 	[ "$n" -ge 3 ] || fail "worker: $n messages enqueued, not 3"
-	in_root "$root" dq-worker --check >"$work/check.out" 2>"$work/check.log" ||
+	in_root "$root" /usr/bin/tini -s -- /usr/local/libexec/dq/worker-entry --check >"$work/check.out" 2>"$work/check.log" ||
 		{ cat "$work/check.log" >&2; fail "worker: dq-worker --check failed"; }
-	say "worker: dq-worker --check: ok"
-	in_root "$root" /usr/bin/tini -s -- dq-worker --drain >"$work/settled.jsonl" 2>"$work/worker.log" ||
+	say "worker: tini -- worker-entry --check (dq-worker --check): ok"
+	# the image's entry point with no arguments: dq-worker --drain --max-runtime
+	env+=(DQ_WORKER_MAX_RUNTIME=120)
+	in_root "$root" /usr/bin/tini -s -- /usr/local/libexec/dq/worker-entry >"$work/settled.jsonl" 2>"$work/worker.log" ||
 		{ tail -20 "$work/worker.log" >&2; fail "worker: dq-worker --drain failed"; }
 	local done_n arts id
 	done_n=$(grep -c '"settled":"completed"' "$work/settled.jsonl" || true)
@@ -156,7 +160,7 @@ worker() {
 		tail -20 "$work/worker.log" >&2
 		fail "worker: $done_n of $n completed, $arts artifacts"
 	fi
-	say "worker: tini -- dq-worker --drain: $n images analyzed (reference), $arts artifacts"
+	say "worker: tini -- worker-entry (dq-worker --drain --max-runtime 120): $n images analyzed (reference), $arts artifacts"
 }
 
 api() {
