@@ -21,7 +21,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 params=${1:-$here/params.env}
 [ -r "$params" ] || { echo "azure.sh: cannot read $params (copy deploy/params.env.example)" >&2; exit 66; }
 set -a
-# shellcheck source=params.env.example
+# shellcheck source=/dev/null
 . "$params"
 set +a
 
@@ -252,19 +252,14 @@ if [ -z "$ag_id" ]; then
 		--action email ops "$DQ_ALERT_EMAIL" -o none
 	ag_id=$(q monitor action-group show --resource-group "$rg" --name ag-dq --query id)
 fi
-# alerts.kql's blocks: "// @alert NAME SEVERITY" lines, then the query
+# alerts.kql's blocks (alerts.sh): NAME, SEVERITY, the query
 while IFS=$'\t' read -r name severity query; do
 	[ -n "$(q monitor scheduled-query show --resource-group "$rg" --name "dq-$name" --query id)" ] ||
 		az monitor scheduled-query create --resource-group "$rg" --name "dq-$name" --scopes "$ws_id" \
 			--condition "count 'q' > 0" --condition-query "q=$query" \
 			--evaluation-frequency 5m --window-size 15m --severity "$severity" \
 			--action-groups "$ag_id" --description "dq: $name (deploy/alerts.kql)" -o none
-done < <(awk '
-	/^\/\/ @alert / { if (name != "") print name "\t" sev "\t" body; name = $3; sev = $4; body = ""; next }
-	/^\/\// || /^[ \t]*$/ { next }
-	name != "" { sub(/^[ \t]+/, ""); body = body (body == "" ? "" : " ") $0 }
-	END { if (name != "") print name "\t" sev "\t" body }
-' "$here/alerts.kql")
+done < <(sh "$here/alerts.sh" blocks)
 metric() {
 	local name=$1 condition=$2
 	[ -n "$(q monitor metrics alert show --resource-group "$rg" --name "dq-$name" --query id)" ] ||
@@ -275,7 +270,8 @@ metric() {
 metric dead-letter-growth "max DeadletteredMessages > 0 where EntityName includes $queue"
 metric queue-backlog "avg ActiveMessages > $DQ_BACKLOG_THRESHOLD where EntityName includes $queue"
 # a workbook's name is a GUID: this one is derived from the group's name
-wb=$(uuidgen --sha1 --namespace @url --name "dq-workbook:$rg")
+h=$(printf 'dq-workbook:%s' "$rg" | sha1sum | cut -c1-32)
+wb="${h:0:8}-${h:8:4}-${h:12:4}-${h:16:4}-${h:20:12}"
 [ -n "$(q monitor app-insights workbook show --resource-group "$rg" --name "$wb" --query id)" ] ||
 	az monitor app-insights workbook create --resource-group "$rg" --name "$wb" --location "$DQ_LOCATION" \
 		--display-name "dq" --kind shared --category workbook --source-id "$ws_id" \
