@@ -28,12 +28,13 @@ blocks) blocks ;;
 jq)
 	f=$(filter "$2")
 	# shellcheck disable=SC2016 # jq's variables
-	printf '. as $l | (%s) | all(to_entries[]; .key as $k | .value | any(. == $l[$k]))\n' "$f"
+	printf '. as $l | (%s) | all(to_entries[]; .key as $k | if $k | startswith("!") then (.value | any(. == $l[$k[1:]]) | not) else (.value | any(. == $l[$k])) end)\n' "$f"
 	;;
 where)
 	filter "$2" | jq -r 'to_entries | map(
-		(if (.value[0] | type) == "number" then "toint(e.\(.key)) in (\(.value | map(tostring) | join(", ")))"
-		 else "tostring(e.\(.key)) in (\(.value | map("\"\(.)\"") | join(", ")))" end)) | join(" and ")'
+		(if .key | startswith("!") then {k: .key[1:], op: "!in"} else {k: .key, op: "in"} end) as $f |
+		(if (.value[0] | type) == "number" then "toint(e.\($f.k)) \($f.op) (\(.value | map(tostring) | join(", ")))"
+		 else "tostring(e.\($f.k)) \($f.op) (\(.value | map("\"\(.)\"") | join(", ")))" end)) | join(" and ")'
 	;;
 workbook)
 	blocks | jq -R -s '
