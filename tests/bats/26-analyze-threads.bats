@@ -62,7 +62,11 @@ tsan_build() {
 	prime "$BATS_TEST_TMPDIR/m"
 	# all 80 through the queue: receipts, so the keeper renews while analyses run
 	dq-enqueue <"$BATS_TEST_TMPDIR/m" >/dev/null 2>&1
-	export DQ_LOCK_SECONDS=2
+	# leases of 4 s, renewed at 2 s: analyses of at least 0.4 s each keep
+	# the 8 threads busy past that (80 / 8 x 0.4 s), however fast the
+	# machine; a lease short enough to run out before dq-analyze starts
+	# on a loaded machine would test lost locks instead
+	export DQ_LOCK_SECONDS=4 DQ_TEST_ANALYZE_DELAY_MS=400
 	dq-dequeue -n 80 2>/dev/null >"$BATS_TEST_TMPDIR/r"
 	assert_equal "$(wc -l <"$BATS_TEST_TMPDIR/r")" 80
 	rm -rf "$DQ_CACHE_DIR"	# the model built while 8 threads ask for it
