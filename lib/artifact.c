@@ -18,11 +18,11 @@
 
 #include "dq.h"
 
-static const char *const severities[] = {
+const char *const dq_severities[] = {
 	"none", "minor", "major", "critical", NULL,
 };
 
-static const char *const defect_types[] = {
+const char *const dq_defect_types[] = {
 	"none", "edge_irregularity", "chip", "crack", "scratch", "rust",
 	"discoloration", "burr", "bend", "handle_defect", "contamination",
 	"other", NULL,
@@ -74,7 +74,7 @@ dq_findings_check(json_t *f, long width, long height, struct dq_err *err)
 		    "required key or have one of the wrong type");
 		return -1;
 	}
-	if (!one_of(sev, severities) || !one_of(type, defect_types)) {
+	if (!one_of(sev, dq_severities) || !one_of(type, dq_defect_types)) {
 		dq_err_record(err, "bad_findings", "severity \"%s\" or defect_type \"%s\" "
 		    "is outside the vocabulary", sev ? sev : "", type ? type : "");
 		return -1;

@@ -1070,6 +1070,10 @@ int dq_raw_store(struct dq_store *, struct dq_raw *, const char *id, struct dq_e
 void dq_raw_free(struct dq_raw *);
 
 /* artifact.c: the processed document of DESIGN §2. */
+/* DESIGN §2's vocabulary and severity scale, NULL-terminated: the one list
+ * the check, the analyzers and their prompts and schemas use. */
+extern const char *const dq_defect_types[];
+extern const char *const dq_severities[];
 /*
  * Check an analyzer's defect_findings against the vocabulary and the
  * image's pixel grid (fail closed); 0, or -1 with err (record scope,

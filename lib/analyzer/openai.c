@@ -21,9 +21,16 @@ struct openai {
 	const char *deployment, *api_version, *detail;
 };
 
-static const char *const vocabulary =
-    "none, edge_irregularity, chip, crack, scratch, rust, discoloration, burr, "
-    "bend, handle_defect, contamination, other";
+/* A NULL-terminated list as a JSON array of strings (a schema's enum). */
+static json_t *
+enum_of(const char *const *list)
+{
+	json_t *a = json_array();
+
+	for (; *list; list++)
+		json_array_append_new(a, json_string(*list));
+	return a;
+}
 
 /* The strict schema: every key required, no others (Azure's rules, §4.3). */
 static json_t *
@@ -35,14 +42,12 @@ schema(void)
 	    "x1", "type", "integer", "y1", "type", "integer",
 	    "required", "x0", "y0", "x1", "y1", "additionalProperties", 0);
 
-	return json_pack("{s:s,s:{s:{s:s},s:{s:s,s:[ssssssssssss]},s:{s:s,s:[ssss]},"
+	return json_pack("{s:s,s:{s:{s:s},s:{s:s,s:o},s:{s:s,s:o},"
 	    "s:{s:s},s:{s:s},s:{s:s,s:o}},s:[ssssss],s:b}",
 	    "type", "object", "properties",
 	    "defect_detected", "type", "boolean",
-	    "defect_type", "type", "string", "enum", "none", "edge_irregularity", "chip",
-	    "crack", "scratch", "rust", "discoloration", "burr", "bend", "handle_defect",
-	    "contamination", "other",
-	    "severity", "type", "string", "enum", "none", "minor", "major", "critical",
+	    "defect_type", "type", "string", "enum", enum_of(dq_defect_types),
+	    "severity", "type", "string", "enum", enum_of(dq_severities),
 	    "description", "type", "string",
 	    "confidence", "type", "number",
 	    "boxes", "type", "array", "items", box,
@@ -54,7 +59,15 @@ schema(void)
 static char *
 prompt(const char *sku, long w, long h)
 {
-	return dq_xasprintf(
+	char vocabulary[512] = "", *p;
+	const char *const *t;
+
+	for (t = dq_defect_types; *t; t++) {
+		strncat(vocabulary, *t, sizeof vocabulary - strlen(vocabulary) - 1);
+		if (t[1])
+			strncat(vocabulary, ", ", sizeof vocabulary - strlen(vocabulary) - 1);
+	}
+	p = dq_xasprintf(
 	    "You inspect one photograph of a manufactured part (SKU %s) for visible defects. "
 	    "Answer only with the JSON of the schema. defect_type is one of: %s. "
 	    "severity is none (no defect), minor (cosmetic), major (affects function or sale) "
@@ -63,6 +76,7 @@ prompt(const char *sku, long w, long h)
 	    "defect's box as integers x0,y0,x1,y1 from 0 to 1000 of the image's width and "
 	    "height (0,0 top left), x0<x1, y0<y1; no boxes when there is no defect.",
 	    sku ? sku : "unknown", vocabulary, w, h);
+	return p;
 }
 
 static int
@@ -364,10 +378,8 @@ dq_analyzer_openai_open(struct dq_err *err)
 		    "low, high or auto", dq_cfg.openai_detail);
 		return NULL;
 	}
-	o = calloc(1, sizeof *o);
-	an = calloc(1, sizeof *an);
-	if (!o || !an)
-		abort();
+	o = dq_xcalloc(1, sizeof *o);
+	an = dq_xcalloc(1, sizeof *an);
 	n = strlen(ep);
 	while (n && ep[n - 1] == '/')
 		n--;
@@ -375,9 +387,7 @@ dq_analyzer_openai_open(struct dq_err *err)
 	o->detail = dq_cfg.openai_detail;
 	o->v1 = strcmp(ver, "v1") == 0 || strstr(ep, "/api/projects/") != NULL;
 	o->api_version = o->v1 ? "v1" : ver;
-	if (strstr(ep, "/api/projects/"))	/* a Foundry project: its /openai/v1 base */
-		o->url = dq_xasprintf("%.*s/openai/v1/chat/completions", (int)n, ep);
-	else if (o->v1)
+	if (o->v1)	/* v1, or a Foundry project: its /openai/v1 base */
 		o->url = dq_xasprintf("%.*s/openai/v1/chat/completions", (int)n, ep);
 	else
 		o->url = dq_xasprintf("%.*s/openai/deployments/%s/chat/completions?api-version=%s",
